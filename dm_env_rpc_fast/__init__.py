@@ -1,0 +1,8 @@
+"""dm_env_rpc_fast: a drop-in, fast replacement for the dm-env-rpc package.
+
+`dm_env_rpc_fast.codec` moves tensors between protobuf wire bytes and numpy
+arrays, on a native backend where the extension is built and a numpy one
+elsewhere.  `dm_env_rpc_fast.v1` mirrors `dm_env_rpc.v1`.
+"""
+
+__version__ = "0.1.0"

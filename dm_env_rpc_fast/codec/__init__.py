@@ -1,0 +1,60 @@
+"""Tensor and step-message codec: numpy arrays to and from dm_env_rpc wire bytes.
+
+One API, two backends with identical behaviour:
+
+- ``native``: the C++ extension ``dm_env_rpc_fast._native`` (the default where it
+  is built and the host is little-endian);
+- ``pure``: numpy only, used where the extension is missing, or when the
+  environment variable ``DM_ENV_RPC_FAST_PURE=1`` is set before import.
+
+``BACKEND`` names the live one.  Nothing else in the package imports a backend
+directly.
+
+Functions:
+  encode_tensor(value, dtype=None, try_compress=False) -> bytes
+  decode_tensor(buf, *, zero_copy=False) -> numpy array or scalar
+  encode_step_request(actions, requested) -> bytes      (an EnvironmentRequest)
+  decode_step_request(buf, *, zero_copy=False) -> (actions, requested)
+  encode_step_response(state, observations) -> bytes    (an EnvironmentResponse)
+  decode_step_response(buf, *, zero_copy=False) -> (state, observations)
+
+See each backend's docstrings (they are the same) for units and ownership.
+"""
+
+import os
+import sys
+
+from dm_env_rpc_fast.codec import _common
+
+
+def _load_backend():
+  if os.environ.get("DM_ENV_RPC_FAST_PURE", "") not in ("", "0") or sys.byteorder != "little":
+    from dm_env_rpc_fast.codec import _pure
+    return _pure
+  try:
+    from dm_env_rpc_fast.codec import _native_backend
+  except ImportError:
+    from dm_env_rpc_fast.codec import _pure
+    return _pure
+  return _native_backend
+
+
+_backend = _load_backend()
+
+BACKEND: str = _backend.NAME
+encode_tensor = _backend.encode_tensor
+decode_tensor = _backend.decode_tensor
+encode_step_request = _backend.encode_step_request
+decode_step_request = _backend.decode_step_request
+encode_step_response = _backend.encode_step_response
+decode_step_response = _backend.decode_step_response
+
+RUNNING = _common.RUNNING
+TERMINATED = _common.TERMINATED
+INTERRUPTED = _common.INTERRUPTED
+
+__all__ = [
+    "BACKEND", "encode_tensor", "decode_tensor", "encode_step_request",
+    "decode_step_request", "encode_step_response", "decode_step_response",
+    "RUNNING", "TERMINATED", "INTERRUPTED",
+]

@@ -1,0 +1,32 @@
+"""Stubs for the C++ extension behind dm_env_rpc_fast.codec (use the codec module, not this)."""
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+def set_fallbacks(
+    decode_object_tensor: Callable[[List[bytes]], Any],
+    check_uid: Callable[[Any], int],
+    slow_value: Callable[[Any], Union[bytes, Tuple[int, np.ndarray, Tuple[int, ...]]]],
+) -> None:
+  """Registers the Python callables used for strings/protos, odd UIDs and odd values."""
+
+def encode_tensor_fast(value: Any) -> Optional[bytes]:
+  """Tensor bytes for a plain ndarray / numpy scalar / Python number; None for anything else."""
+
+def encode_prepared(kind: int, array: np.ndarray, shape: Sequence[int]) -> bytes:
+  """Tensor bytes for the (kind, array, shape) of _common.prepare (numeric kinds only)."""
+
+def decode_tensor(buf: Any, zero_copy: bool) -> Any:
+  """The value of a Tensor message (see _native_backend.decode_tensor)."""
+
+def encode_step_request(actions: Mapping[int, Any], requested: Sequence[int]) -> bytes: ...
+def encode_step_response(state: int, observations: Mapping[int, Any]) -> bytes: ...
+
+def decode_step_request(
+    buf: Any, zero_copy: bool, validated: bool) -> Union[Tuple[Dict[int, Any], List[int]], int]:
+  """(actions, requested), or the envelope's payload number when protobuf must look first."""
+
+def decode_step_response(
+    buf: Any, zero_copy: bool, validated: bool) -> Union[Tuple[int, Dict[int, Any]], int]:
+  """(state, observations), or the envelope's payload number when protobuf must look first."""

@@ -253,17 +253,17 @@ def check_shape_for_fill(shape) -> Tuple[int, ...]:
 def reshape_target(count: int, shape) -> Tuple[int, ...]:
   """The concrete shape for `count` elements; ValueError if they do not fit.
 
-  Same outcome as numpy's reshape: at most one -1, which is inferred; any other
-  negative dimension is an error.
+  Same outcome as numpy's reshape (which upstream uses): one negative dimension
+  (conventionally -1) is inferred; two or more are an error.
   """
   shape = [int(d) for d in shape]
-  unknown = [i for i, d in enumerate(shape) if d == -1]
-  if len(unknown) > 1 or any(d < -1 for d in shape):
-    raise ValueError(f"Invalid tensor shape {shape}: at most one dimension may be -1 "
-                     "and none may be below it")
+  unknown = [i for i, d in enumerate(shape) if d < 0]
+  if len(unknown) > 1:
+    raise ValueError(f"Invalid tensor shape {shape}: at most one dimension may be negative "
+                     "(inferred)")
   known = 1
   for d in shape:
-    if d != -1:
+    if d >= 0:
       known *= d
   if unknown:
     if known == 0 or count % known:

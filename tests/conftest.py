@@ -1,0 +1,94 @@
+"""Shared fixtures: the codec backends under test and the hypothesis profiles.
+
+Every codec test takes the `codec` fixture and so runs once per backend
+("native" and "pure").  DM_ENV_RPC_FAST_PURE=1 restricts the run to the pure
+backend (the same switch the package honours).  Otherwise a native backend that
+does not import is an error in every native test, never a silent skip: a
+missing extension must not pass for a green run.
+
+Hypothesis profiles: "default" (derandomised, moderate example counts, so the
+whole suite runs in a few minutes on two cores) and "ci" (many more examples).
+Pick one with HYPOTHESIS_PROFILE=ci.
+"""
+
+import importlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=200,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=400,
+    derandomize=False,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+BACKEND_MODULES = {
+    "native": "dm_env_rpc_fast.codec._native_backend",
+    "pure": "dm_env_rpc_fast.codec._pure",
+}
+
+
+def pure_only() -> bool:
+  """True when the user forced the pure backend with DM_ENV_RPC_FAST_PURE."""
+  return os.environ.get("DM_ENV_RPC_FAST_PURE", "") not in ("", "0")
+
+
+def backend_names():
+  return ["pure"] if pure_only() else ["native", "pure"]
+
+
+_NATIVE_HELP = (
+    "the native codec backend does not import ({error}). Build the extension "
+    "(e.g. `pip install -e .` or build dm_env_rpc_fast/_native*.so in place), "
+    "or set DM_ENV_RPC_FAST_PURE=1 to test the pure backend alone.")
+
+
+def load_backend(name: str):
+  """Imports a backend module; a native backend that fails to import fails the test."""
+  try:
+    module = importlib.import_module(BACKEND_MODULES[name])
+  except ImportError as e:
+    if name != "native":
+      raise
+    failure = _NATIVE_HELP.format(error=repr(e))
+  else:
+    failure = None
+  if failure:
+    pytest.fail(failure, pytrace=False)
+  assert module.NAME == name, f"{BACKEND_MODULES[name]}.NAME is {module.NAME!r}"
+  return module
+
+
+@pytest.fixture(scope="session", params=backend_names())
+def codec(request):
+  """A codec backend module (native or pure), exporting the six codec functions."""
+  return load_backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def both_backends():
+  """(native, pure) modules, for the tests that compare the two."""
+  if pure_only():
+    pytest.skip("DM_ENV_RPC_FAST_PURE is set: the native backend is deliberately not tested")
+  return load_backend("native"), load_backend("pure")
+
+
+def pytest_report_header(config):
+  """Which package and backend this run tests (CI tests the installed one)."""
+  import dm_env_rpc_fast.codec as codec
+  return f"dm_env_rpc_fast: backend {codec.BACKEND}, from {codec.__file__}"

@@ -1,0 +1,154 @@
+"""The native and pure backends agree on everything: bytes, values, dtypes, shapes, flags, errors."""
+
+import numpy as np
+from hypothesis import assume, given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+from codec_reference import too_big_to_decode
+from dm_env_rpc_fast.v1.error import DmEnvRpcError
+from test_malformed import ALL_VALID, EDITS, mutate
+from test_step_codec import UIDS, action_values
+from test_tensor_encode import NUMERIC, numeric_arrays
+
+MANY = settings(max_examples=settings().max_examples * 5)
+
+
+def outcome(call):
+  """('ok', result) or ('raises', exception type, details)."""
+  try:
+    return ("ok", call())
+  except DmEnvRpcError as e:
+    return ("raises", DmEnvRpcError, (e.code, e.message))
+  except Exception as e:  # the type is what both backends must agree on
+    return ("raises", type(e), None)
+
+
+def assert_same_value(a, b, buf=None, where=""):
+  assert type(a) is type(b), f"{where}: {type(a)} vs {type(b)}"
+  if isinstance(a, np.ndarray):
+    assert a.dtype == b.dtype and a.shape == b.shape, f"{where}: {a.dtype}{a.shape} vs {b.dtype}{b.shape}"
+    assert a.flags.writeable == b.flags.writeable, f"{where}: writeable differs"
+    assert a.flags.c_contiguous == b.flags.c_contiguous, f"{where}: contiguity differs"
+    if a.dtype == object:
+      assert list(a.flat) == list(b.flat), where
+    elif a.dtype.kind == "U":
+      assert np.array_equal(a, b), where
+    else:
+      assert a.tobytes() == b.tobytes(), f"{where}: values differ"  # bit-exact, NaNs too
+    if buf is not None and a.size:
+      wire = np.frombuffer(buf, np.uint8)
+      assert np.shares_memory(a, wire) == np.shares_memory(b, wire), f"{where}: views differ"
+  elif isinstance(a, np.generic) and not isinstance(a, np.str_):
+    assert a.tobytes() == b.tobytes(), f"{where}: {a!r} vs {b!r}"
+  elif isinstance(a, dict):
+    assert sorted(a) == sorted(b), f"{where}: keys differ"
+    assert all(type(k) is int for k in a) and all(type(k) is int for k in b)
+    for key in a:
+      assert_same_value(a[key], b[key], buf, f"{where}[{key}]")
+  elif isinstance(a, (tuple, list)):
+    assert len(a) == len(b), where
+    for i, (x, y) in enumerate(zip(a, b)):
+      assert_same_value(x, y, buf, f"{where}[{i}]")
+  else:
+    assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+def assert_agree(native_call, pure_call, buf=None):
+  got_native, got_pure = outcome(native_call), outcome(pure_call)
+  assert got_native[0] == got_pure[0], f"native {got_native}, pure {got_pure}"
+  if got_native[0] == "raises":
+    assert got_native[1:] == got_pure[1:], f"native raised {got_native}, pure {got_pure}"
+  else:
+    assert_same_value(got_native[1], got_pure[1], buf, "result")
+
+
+DECODER_NAMES = ["decode_tensor", "decode_step_request", "decode_step_response"]
+
+
+def assert_decoders_agree(both, buf):
+  assume(not too_big_to_decode(buf))  # (random shapes could ask for gigabytes)
+  native, pure = both
+  for name in DECODER_NAMES:
+    for zero_copy in (False, True):
+      assert_agree(lambda: getattr(native, name)(buf, zero_copy=zero_copy),
+                   lambda: getattr(pure, name)(buf, zero_copy=zero_copy), buf)
+
+
+@MANY
+@given(data=st.binary(max_size=80))
+def test_random_bytes(both_backends, data):
+  assert_decoders_agree(both_backends, data)
+
+
+@MANY
+@given(case=st.sampled_from(ALL_VALID), edits=EDITS)
+def test_mutated_messages(both_backends, case, edits):
+  assert_decoders_agree(both_backends, mutate(case[2], edits))
+
+
+@given(value=numeric_arrays(), try_compress=st.booleans(), dtype=st.sampled_from(
+    [None, *NUMERIC, np.float16, 3, 10, 11, 0, str]))
+def test_encode_tensor(both_backends, value, try_compress, dtype):
+  native, pure = both_backends
+  assert_agree(lambda: native.encode_tensor(value, dtype, try_compress),
+               lambda: pure.encode_tensor(value, dtype, try_compress))
+  encoded = outcome(lambda: pure.encode_tensor(value))
+  if encoded[0] == "ok":
+    assert_decoders_agree(both_backends, encoded[1])
+
+
+@given(actions=st.dictionaries(UIDS, action_values(), max_size=4),
+       requested=st.lists(st.one_of(UIDS, st.integers(-3, -1)), max_size=4),
+       state=st.sampled_from([0, 1, 2, 3, -1, 99]))
+def test_step_encoders(both_backends, actions, requested, state):
+  native, pure = both_backends
+  values = {k: pair[0] for k, pair in actions.items()}
+  assert_agree(lambda: native.encode_step_request(values, requested),
+               lambda: pure.encode_step_request(values, requested))
+  assert_agree(lambda: native.encode_step_response(state, values),
+               lambda: pure.encode_step_response(state, values))
+  request = outcome(lambda: pure.encode_step_request(values, [abs(u) for u in requested]))
+  if request[0] == "ok":
+    assert_decoders_agree(both_backends, request[1])
+
+
+@given(value=hnp.arrays(st.sampled_from(NUMERIC), hnp.array_shapes(min_dims=0, max_dims=3)))
+def test_round_trip_across_backends(both_backends, value):
+  """What one backend writes, the other reads identically."""
+  native, pure = both_backends
+  for writer in (native, pure):
+    buf = writer.encode_tensor(value)
+    assert_agree(lambda: native.decode_tensor(buf), lambda: pure.decode_tensor(buf), buf)
+
+
+def _odd_buffers():
+  raw = bytes.fromhex("0a0a0a080000803f000000407a0102")
+  strided = np.frombuffer(raw * 2, np.uint8)[::2]
+  return {
+      "strided_memoryview": memoryview(strided), "strided_ndarray": strided,
+      "fortran_2d": np.asfortranarray(np.frombuffer(raw[:14], np.uint8).reshape(2, 7)),
+      "float32_ndarray": np.frombuffer(raw[:12], np.float32), "str": "abc", "int": 5,
+      "none": None, "list": list(raw), "released": _released_view(raw),
+  }
+
+
+def _released_view(raw):
+  view = memoryview(raw)
+  view.release()
+  return view
+
+
+ODD_BUFFERS = _odd_buffers()
+
+
+def test_odd_buffer_arguments(both_backends):
+  """Inputs that are not C-contiguous buffers: the same outcome from both backends."""
+  native, pure = both_backends
+  mismatches = []
+  for name, buf in ODD_BUFFERS.items():
+    for decoder in DECODER_NAMES:
+      try:
+        assert_agree(lambda: getattr(native, decoder)(buf), lambda: getattr(pure, decoder)(buf))
+      except AssertionError as e:
+        mismatches.append(f"{name}, {decoder}: {e}")
+  assert not mismatches, "\n".join(mismatches)

@@ -1,0 +1,427 @@
+"""Malformed input: a ValueError exactly where protobuf rejects, the protobuf reading elsewhere.
+
+Never a crash, never another exception type, never an over-read (truncations
+are cut from the end of the buffer, so reading past it shows up as a wrong result).
+"""
+
+import numpy as np
+import pytest
+from google.protobuf import any_pb2
+from hypothesis import assume, given, settings, strategies as st
+
+from codec_reference import (
+    EGROUP, I32, I64, LEN, SGROUP, VARINT, U64, Excluded, Raises, check_decode,
+    compare_step_request, compare_step_response, compare_tensor, expect_step_request,
+    expect_step_response, expect_tensor, lfield, nested_groups, packed_varints, padded_varint,
+    reference_bytes, tag, tensor_bytes, varint, vfield)
+from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
+
+DECODERS = {
+    "tensor": (lambda c: c.decode_tensor, expect_tensor, compare_tensor),
+    "request": (lambda c: c.decode_step_request, expect_step_request, compare_step_request),
+    "response": (lambda c: c.decode_step_response, expect_step_response, compare_step_response),
+}
+
+
+def check(codec, kind, buf, zero_copy=False):
+  """Compares one decode with protobuf; returns the expectation.  Raises Excluded."""
+  decoder, expect, compare = DECODERS[kind]
+  expected = expect(buf)
+  check_decode(lambda: decoder(codec)(buf, zero_copy=zero_copy), expected, compare)
+  return expected
+
+
+def as_action(tensor: bytes, key: int = 7) -> bytes:
+  """An EnvironmentRequest carrying `tensor` as the value of one action."""
+  return lfield(3, lfield(1, vfield(1, key) + lfield(2, tensor)) + lfield(2, varint(key)))
+
+
+def as_observation(tensor: bytes, key: int = 7) -> bytes:
+  """An EnvironmentResponse carrying `tensor` as the value of one observation."""
+  return lfield(3, vfield(1, 1) + lfield(2, vfield(1, key) + lfield(2, tensor)))
+
+
+def assert_rejected(codec, buf: bytes):
+  """protobuf rejects `buf` as a Tensor and (wrapped) as step messages; so must we."""
+  wrapped = {"tensor": buf, "request": as_action(buf), "response": as_observation(buf)}
+  for kind, data in wrapped.items():
+    expected = DECODERS[kind][1](data)
+    assert isinstance(expected, Raises) and expected.types == (ValueError,), (
+        f"the test case is not malformed for protobuf ({kind}): {expected}")
+    for zero_copy in (False, True):
+      with pytest.raises(ValueError):
+        DECODERS[kind][0](codec)(data, zero_copy=zero_copy)
+      with pytest.raises(ValueError):
+        DECODERS[kind][0](codec)(bytearray(data), zero_copy=zero_copy)
+
+
+# ---------------------------------------------------------------------------
+# Valid messages to cut and mutate.
+
+def valid_tensors():
+  status_any = any_pb2.Any()
+  status_any.Pack(pb.CreateWorldResponse(world_name="w"))
+  return {
+      "floats": tensor_bytes("floats", [1.5, -2.0, 3.0, 0.25], [2, 2]),
+      "doubles": tensor_bytes("doubles", [1e300, -0.0, 7.0], [3]),
+      "int8s": tensor_bytes("int8s", [-1, 2, -3, 4, 5, 6], [2, -1]),
+      "int32s": tensor_bytes("int32s", [-1, 300, 2**31 - 1], [3]),
+      "int64s": tensor_bytes("int64s", [-(2**63), 1, 2**40], [3, 1]),
+      "uint8s": tensor_bytes("uint8s", [255, 0, 128], [1, 3]),
+      "uint32s": tensor_bytes("uint32s", [2**32 - 1, 0, 127, 128], [4]),
+      "uint64s": tensor_bytes("uint64s", [U64, 1], [2]),
+      "bools": tensor_bytes("bools", [1, 0, 1], [3]),
+      "strings": reference_bytes(np.array(["ab", "ü", ""])),
+      "protos": reference_bytes([status_any, pb.StepRequest(requested_observations=[1])]),
+      "scalar": tensor_bytes("floats", [4.0]),
+      "broadcast": tensor_bytes("int32s", [9], [2, 3]),
+      "unpacked": lfield(1, tag(1, I32) + np.float32(1).tobytes() + tag(1, I32) +
+                         np.float32(2).tobytes()) + vfield(15, 2),
+  }
+
+
+TENSORS = valid_tensors()
+
+
+def valid_requests():
+  actions = {1: TENSORS["floats"], 2**64 - 1: TENSORS["int64s"], 0: TENSORS["strings"]}
+  body = b"".join(lfield(1, vfield(1, k) + lfield(2, v)) for k, v in actions.items())
+  return {
+      "step": lfield(3, body + lfield(2, packed_varints([1, 2**64 - 1, 0]))),
+      "int8s_action": as_action(TENSORS["int8s"]),
+      "empty_step": lfield(3, b""),
+  }
+
+
+def valid_responses():
+  observations = {3: TENSORS["doubles"], 4: TENSORS["bools"], 5: TENSORS["uint8s"]}
+  body = vfield(1, 2) + b"".join(
+      lfield(2, vfield(1, k) + lfield(2, v)) for k, v in observations.items())
+  return {
+      "step": lfield(3, body),
+      "error": lfield(16, vfield(1, 3) + lfield(2, b"bad things")),
+      "protos": as_observation(TENSORS["protos"]),
+  }
+
+
+REQUESTS = valid_requests()
+RESPONSES = valid_responses()
+ALL_VALID = ([("tensor", name, buf) for name, buf in TENSORS.items()] +
+             [("request", name, buf) for name, buf in REQUESTS.items()] +
+             [("response", name, buf) for name, buf in RESPONSES.items()])
+
+
+@pytest.mark.parametrize("kind,name,buf", ALL_VALID, ids=[f"{k}-{n}" for k, n, _ in ALL_VALID])
+def test_every_truncation(codec, kind, name, buf):
+  """Each prefix: ValueError iff protobuf rejects it; otherwise protobuf's reading."""
+  rejected = 0
+  for cut in range(len(buf) + 1):
+    prefix = buf[:cut]
+    expected = check(codec, kind, prefix)
+    rejected += isinstance(expected, Raises) and expected.types == (ValueError,)
+    # The same bytes at the end of a larger buffer: only the view's bytes may be read.
+    check(codec, kind, memoryview(buf + b"\x0a\xff")[:cut], zero_copy=True)
+  assert rejected > 0  # the cuts do reach the malformed cases
+
+
+def mutate(buf: bytes, edits) -> bytes:
+  data = bytearray(buf)
+  for op, position, value in edits:
+    if not data and op != "insert":
+      continue
+    i = position % (len(data) + (op == "insert"))
+    if op == "set":
+      data[i] = value
+    elif op == "xor":
+      data[i] ^= 1 << (value % 8)
+    elif op == "insert":
+      data[i:i] = bytes([value])
+    elif op == "delete":
+      del data[i]
+    elif op == "cut":
+      del data[i:]
+  return bytes(data)
+
+
+EDITS = st.lists(st.tuples(st.sampled_from(["set", "xor", "insert", "delete", "cut", "set"]),
+                           st.integers(0, 1000), st.integers(0, 255)), min_size=1, max_size=4)
+
+
+# Cheap examples: ten times the profile's count.
+MANY = settings(max_examples=settings().max_examples * 10)
+
+
+@MANY
+@given(case=st.sampled_from(ALL_VALID), edits=EDITS, zero_copy=st.booleans())
+def test_random_mutations(codec, case, edits, zero_copy):
+  kind, _, buf = case
+  mutated = mutate(buf, edits)
+  try:
+    check(codec, kind, mutated, zero_copy)
+  except Excluded:
+    assume(False)  # see codec_reference.Excluded
+
+
+@MANY
+@given(data=st.binary(max_size=64), kind=st.sampled_from(sorted(DECODERS)))
+def test_random_bytes(codec, data, kind):
+  try:
+    check(codec, kind, data)
+  except Excluded:
+    assume(False)
+
+
+# ---------------------------------------------------------------------------
+# Specific malformations.
+
+FLOAT_RUN = lfield(1, np.float32(1).tobytes())
+
+
+@pytest.mark.parametrize("buf", [
+    tag(1, LEN) + b"\xff\xff\xff\xff\x07" + FLOAT_RUN,          # 2^31 - 1: past the end
+    tag(1, LEN) + b"\x80\x80\x80\x80\x08" + FLOAT_RUN,          # 2^31
+    tag(1, LEN) + b"\xff\xff\xff\xff\x0f" + FLOAT_RUN,          # 2^32 - 1
+    tag(1, LEN) + b"\x80\x80\x80\x80\x10" + FLOAT_RUN,          # 2^32 (wraps to 0 in 32 bits)
+    tag(1, LEN) + b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # 2^64 - 1 in 10 bytes
+    tag(1, LEN) + varint(2**31 + 6) + FLOAT_RUN,
+    lfield(1, tag(1, LEN) + b"\xfc\xff\xff\xff\x07" + b"\x00" * 8),
+    lfield(1, tag(1, LEN) + b"\x80\x80\x80\x80\x08"),
+    lfield(3, tag(1, LEN) + b"\xff\xff\xff\xff\x07" + b"\x01"),  # int8s bytes
+    lfield(3, tag(1, LEN) + b"\x84\x80\x80\x80\x10" + b"\x01" * 4),  # 2^32 + 4
+    tag(15, LEN) + b"\xff\xff\xff\xff\x07\x01",
+    tag(20, LEN) + b"\xff\xff\xff\xff\x07" + FLOAT_RUN,          # unknown field
+    lfield(10, tag(1, LEN) + b"\x80\x80\x80\x80\x08"),           # strings
+    tag(1, LEN) + padded_varint(6, 6) + FLOAT_RUN,               # 6-byte length
+], ids=lambda b: b.hex()[:24])
+def test_bad_length_prefixes(codec, buf):
+  assert_rejected(codec, buf)
+
+
+def test_length_prefixes_of_five_bytes_are_accepted(codec):
+  buf = tag(1, LEN) + padded_varint(len(FLOAT_RUN), 5) + FLOAT_RUN
+  check(codec, "tensor", buf)
+  assert codec.decode_tensor(buf) == np.float32(1)
+
+
+@pytest.mark.parametrize("buf", [
+    padded_varint(0x0A, 6) + varint(6) + FLOAT_RUN,              # 6-byte tag
+    padded_varint(0x7A, 6) + b"\x01\x01" + lfield(1, FLOAT_RUN),
+    lfield(1, padded_varint(0x0A, 6) + b"\x04" + np.float32(1).tobytes()),
+    padded_varint(0xA0, 7) + b"\x00" + lfield(1, FLOAT_RUN),     # unknown field, 7 bytes
+    b"\xff\xff\xff\xff\x7f" + lfield(1, FLOAT_RUN),              # > uint32 in 5 bytes
+    b"\x80\x80\x80\x80\x10" + lfield(1, FLOAT_RUN),              # 2^32: field 0 after wrap
+], ids=lambda b: b.hex()[:24])
+def test_bad_tags(codec, buf):
+  assert_rejected(codec, buf)
+
+
+def test_five_byte_tags_are_accepted(codec):
+  for buf in (padded_varint(0x0A, 5) + varint(6) + FLOAT_RUN,
+              padded_varint((2**29 - 1) << 3, 5) + b"\x01" + lfield(1, FLOAT_RUN)):
+    check(codec, "tensor", buf)
+    assert codec.decode_tensor(buf) == np.float32(1)
+
+
+ELEVEN = b"\xff" * 10 + b"\x01"
+
+
+@pytest.mark.parametrize("buf", [
+    tag(15, VARINT) + ELEVEN + lfield(1, FLOAT_RUN),
+    lfield(4, tag(1, VARINT) + ELEVEN),
+    lfield(4, lfield(1, ELEVEN)),
+    lfield(9, lfield(1, b"\x80" * 10 + b"\x00")),
+    tag(20, VARINT) + ELEVEN + lfield(1, FLOAT_RUN),
+    lfield(15, b"\x80" * 11) + lfield(1, FLOAT_RUN),
+], ids=lambda b: b.hex()[:24])
+def test_eleven_byte_varints(codec, buf):
+  assert_rejected(codec, buf)
+
+
+def test_eleven_byte_varints_in_step_messages(codec):
+  for buf in (lfield(3, lfield(2, ELEVEN)),                                 # requested
+              lfield(3, tag(2, VARINT) + ELEVEN),
+              lfield(3, lfield(1, tag(1, VARINT) + ELEVEN + lfield(2, TENSORS["scalar"]))),
+              tag(20, VARINT) + ELEVEN + lfield(3, b"")):
+    assert isinstance(expect_step_request(buf), Raises)
+    with pytest.raises(ValueError):
+      codec.decode_step_request(buf)
+  for buf in (lfield(3, tag(1, VARINT) + ELEVEN),                           # state
+              lfield(3, lfield(2, tag(1, VARINT) + ELEVEN + lfield(2, TENSORS["scalar"])))):
+    assert isinstance(expect_step_response(buf), Raises)
+    with pytest.raises(ValueError):
+      codec.decode_step_response(buf)
+
+
+@pytest.mark.parametrize("buf", [
+    tag(1, 6) + lfield(1, FLOAT_RUN), tag(1, 7), tag(20, 6) + b"\x00" * 8, tag(20, 7) + b"\x00",
+    lfield(1, FLOAT_RUN) + tag(15, 6), lfield(1, tag(1, 7) + b"\x00" * 4),
+    lfield(1, FLOAT_RUN) + tag(2**29 - 1, 6),
+], ids=lambda b: b.hex()[:24])
+def test_wire_types_6_and_7(codec, buf):
+  assert_rejected(codec, buf)
+
+
+@pytest.mark.parametrize("buf", [
+    b"\x00\x00" + lfield(1, FLOAT_RUN), b"\x02\x00", b"\x05\x00\x00\x00\x00", b"\x01" + bytes(8),
+    b"\x03\x04", lfield(1, FLOAT_RUN) + b"\x00\x01", lfield(1, b"\x00\x00" + FLOAT_RUN),
+    lfield(1, FLOAT_RUN) + padded_varint(0, 3) + b"\x00",
+], ids=lambda b: b.hex()[:24])
+def test_field_number_zero(codec, buf):
+  assert_rejected(codec, buf)
+
+
+@pytest.mark.parametrize("buf", [
+    tag(1, EGROUP) + lfield(1, FLOAT_RUN),                       # lone end-group
+    lfield(1, FLOAT_RUN) + tag(20, EGROUP),
+    lfield(1, tag(1, EGROUP) + FLOAT_RUN),
+    tag(20, SGROUP) + tag(21, EGROUP) + lfield(1, FLOAT_RUN),    # mismatched end
+    tag(20, SGROUP) + tag(21, SGROUP) + tag(20, EGROUP) + tag(21, EGROUP),
+    lfield(1, FLOAT_RUN) + tag(20, SGROUP),                      # unterminated
+    lfield(1, FLOAT_RUN) + tag(20, SGROUP) + vfield(1, 1),
+    lfield(1, FLOAT_RUN + tag(2, SGROUP)),                       # unterminated in a submessage
+    lfield(1, tag(2, SGROUP) + FLOAT_RUN) + tag(2, EGROUP),      # its end outside it
+    tag(20, SGROUP) + tag(20, SGROUP) + tag(20, EGROUP),
+    tag(20, SGROUP) + tag(1, VARINT) + ELEVEN + tag(20, EGROUP),
+], ids=lambda b: b.hex()[:24])
+def test_bad_groups(codec, buf):
+  assert_rejected(codec, buf)
+
+
+def depth_ok(kind, buf) -> bool:
+  expected = DECODERS[kind][1](buf)
+  return not (isinstance(expected, Raises) and expected.types == (ValueError,))
+
+
+@pytest.mark.parametrize("where,limit", [
+    ("tensor_top", 100), ("floats_content", 99), ("response_value", 97), ("request_value", 97),
+    ("response_entry", 98), ("response_step", 99), ("request_top", 100),
+])
+def test_nesting_depth_limit(codec, where, limit):
+  """Nested groups: the deepest nesting protobuf accepts is accepted, one more is not."""
+  def build(depth):
+    groups = nested_groups(depth)
+    scalar = tensor_bytes("floats", [1.0])
+    return {
+        "tensor_top": ("tensor", groups + scalar),
+        "floats_content": ("tensor", lfield(1, groups + FLOAT_RUN)),
+        "response_value": ("response", as_observation(groups + scalar)),
+        "request_value": ("request", as_action(groups + scalar)),
+        "response_entry": ("response", lfield(3, lfield(2, groups + vfield(1, 3) + lfield(2, scalar)))),
+        "response_step": ("response", lfield(3, groups + vfield(1, 1))),
+        "request_top": ("request", groups + lfield(3, b"")),
+    }[where]
+  # The limits measured on protobuf 7.36 (upb) hold for the installed protobuf too.
+  assert depth_ok(*build(limit)) and not depth_ok(*build(limit + 1))
+  for depth in (limit - 1, limit, limit + 1, limit + 2, 150, 1000):
+    kind, buf = build(depth)
+    check(codec, kind, buf)
+    check(codec, kind, buf, zero_copy=True)
+
+
+def test_deep_nesting_does_not_crash(codec):
+  for depth in (10_000, 200_000):
+    buf = nested_groups(depth)
+    assert_rejected(codec, buf)
+  # Nested length-delimited unknown fields: each level is one more message.
+  inner = b""
+  for _ in range(5000):
+    inner = lfield(20, inner)
+  check(codec, "tensor", inner + tensor_bytes("floats", [1.0]))
+
+
+@pytest.mark.parametrize("values,shape", [
+    ([], [2**30, 2**30, 16, 2]),                 # the product wraps to 0 in 64 bits
+    ([], [2**30, 2**30, 16, 2, 5]),
+    ([1, 2], [2**31 - 1] * 3),
+    ([1, 2], [-1, 2**31 - 1, 2**31 - 1, 2**31 - 1]),
+    ([1, 2], [2**30, 2**30, 16, 2, -1]),          # the known product wraps to 0
+    ([1, 2], [2**30, 2**30, 2**30, 2]),          # 2^91: wraps to 0
+    ([1], [2**31 - 1] * 3),                      # broadcast past intp
+    ([1], [2**31 - 1, 2**31 - 1, 2**31 - 1, -1]),
+    ([1, 2, 3], [2**31 - 1, 3, 0, 2**31 - 1, 2**31 - 1, 2**31 - 1]),
+])
+@pytest.mark.parametrize("name", ["floats", "int8s", "int32s", "uint8s", "doubles", "bools"])
+def test_shape_products_that_overflow(codec, name, values, shape):
+  buf = tensor_bytes(name, values, shape)
+  expected = expect_tensor(buf)
+  assert isinstance(expected, Raises) and expected.types == (ValueError,)
+  for zero_copy in (False, True):
+    with pytest.raises(ValueError):
+      codec.decode_tensor(buf, zero_copy=zero_copy)
+  with pytest.raises(ValueError):
+    codec.decode_step_request(as_action(buf))
+
+
+def test_shape_products_wrapping_to_zero(codec):
+  """(2^16)^4 = 2^64: a 64-bit product wraps to 0, which must not pass for 'empty'."""
+  big = [2**16] * 4
+  cases = [([1] * 6, big + [-1]), ([1] * 6, big + [6]), ([], big), ([], big + [-1]),
+           ([], big + [0])]
+  for values, shape in cases:
+    buf = tensor_bytes("int32s", values, shape)
+    check(codec, "tensor", buf)
+    check(codec, "request", as_action(buf))
+  for values, shape in cases[:4]:
+    assert isinstance(expect_tensor(tensor_bytes("int32s", values, shape)), Raises)
+
+
+@pytest.mark.parametrize("buf", [
+    lfield(1, lfield(1, b"\x00\x00\x80")),                       # 3 bytes of floats
+    lfield(1, lfield(1, b"\x00" * 5)),
+    lfield(1, lfield(1, b"\x00" * 4) + lfield(1, b"\x00" * 7)),
+    lfield(2, lfield(1, b"\x00" * 4)),                           # 4 bytes of doubles
+    lfield(2, lfield(1, b"\x00" * 12)),
+    lfield(2, lfield(1, b"\x00" * 8) + lfield(1, b"\x00")),
+    lfield(1, tag(1, I32) + b"\x00\x00\x00"),                    # truncated fixed32
+    lfield(2, tag(1, I64) + b"\x00" * 7),                        # truncated fixed64
+    tag(20, I64) + b"\x00" * 3,
+    tag(20, I32) + b"\x00",
+    lfield(4, lfield(1, b"\x01\x80")),                           # packed varints end mid-varint
+    lfield(8, lfield(1, b"\xff" * 9)),
+    lfield(15, b"\x02\x80") + lfield(1, FLOAT_RUN),
+    lfield(9, lfield(1, b"\x01\x81")),
+], ids=lambda b: b.hex()[:24])
+def test_bad_packed_runs(codec, buf):
+  assert_rejected(codec, buf)
+
+
+def test_invalid_utf8_strings(codec):
+  for bad in (b"\xff", b"\xc3", b"\xed\xa0\x80", b"a\xf8b", b"\xc0\xaf"):
+    assert_rejected(codec, lfield(10, lfield(1, bad)) + lfield(15, b"\x01"))
+  # Any.type_url is a string too.
+  assert_rejected(codec, lfield(11, lfield(1, lfield(1, b"\xff"))))
+
+
+def test_bad_step_envelopes(codec):
+  cases = [
+      lfield(3, lfield(1, vfield(1, 1) + tag(2, LEN) + b"\xff\xff\xff\xff\x07")),
+      lfield(3, lfield(1, b"\x08")),                              # key varint truncated
+      lfield(3, tag(1, LEN) + b"\x05\x08\x01"),                   # entry past the step's end
+      tag(3, LEN) + b"\x80\x80\x80\x80\x08",
+      lfield(3, lfield(2, b"\x80")),                              # requested mid-varint
+      lfield(3, tag(2, I64)),
+      lfield(3, b"") + tag(1, 7),
+      lfield(3, lfield(1, vfield(1, 1) + lfield(2, lfield(1, b"\x0d\x00")))),
+  ]
+  for buf in cases:
+    assert isinstance(expect_step_request(buf), Raises), buf.hex()
+    for zero_copy in (False, True):
+      with pytest.raises(ValueError):
+        codec.decode_step_request(buf, zero_copy=zero_copy)
+    check(codec, "response", buf)  # the same bytes read as a response
+
+
+def test_malformed_non_step_payloads_are_rejected(codec):
+  """A payload that a later `step` overrides is still parsed (and validated) by protobuf."""
+  for prefix in (lfield(1, lfield(1, b"\xff")),                   # create_world: bad UTF-8 key
+                 lfield(2, lfield(1, b"\xff")),                   # join_world: bad world_name
+                 lfield(4, tag(1, 7)),
+                 lfield(7, b"\x0a\x05")):
+    buf = prefix + lfield(3, lfield(1, vfield(1, 1) + lfield(2, TENSORS["scalar"])))
+    check(codec, "request", buf)
+    response = prefix + lfield(3, vfield(1, 1))
+    check(codec, "response", response)
+  bad_status = lfield(16, lfield(2, b"\xff")) + lfield(3, vfield(1, 1))
+  check(codec, "response", bad_status)
+  with pytest.raises(ValueError):
+    codec.decode_step_response(lfield(16, lfield(2, b"\xff")))

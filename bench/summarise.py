@@ -2,7 +2,7 @@
 """Turns a pytest-benchmark JSON of bench/ into the Markdown tables we report.
 
 Usage:
-  python -m pytest bench/ --benchmark-only --benchmark-json /tmp/bench.json
+  pytest bench/ --benchmark-only --benchmark-json /tmp/bench.json
   python bench/summarise.py /tmp/bench.json
 
 Per case: the median time, throughput (array bytes / median), speed-up over

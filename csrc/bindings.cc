@@ -307,8 +307,9 @@ py::bytes encode_step(py::handle mapping, py::handle requested, int32_t state, b
 }
 
 int32_t to_state(py::handle state) {
-  // bool is an int subclass, but protobuf refuses it for an enum field.
-  if (PyBool_Check(state.ptr())) {
+  // bool is an int subclass, but protobuf refuses it for an enum field (numpy's
+  // bool too, which older numpy lets __index__ with only a DeprecationWarning).
+  if (PyBool_Check(state.ptr()) || PyArray_IsScalar(state.ptr(), Bool)) {
     throw py::type_error("StepResponse state must be an integer, not bool");
   }
   PyObject* index = PyNumber_Index(state.ptr());

@@ -295,7 +295,9 @@ def test_state_argument_like_protobuf(codec, state):
   try:
     expected = lfield(3, pb.StepResponse(state=state).SerializeToString())
   except Exception as e:
-    with pytest.raises(type(e)):
+    # numpy < 2.3 lets np.bool_ be an index with a DeprecationWarning (an error
+    # here); protobuf then fails on the warning.  We refuse bools outright.
+    with pytest.raises(TypeError if isinstance(e, Warning) else type(e)):
       codec.encode_step_response(state, {})
     return
   assert codec.encode_step_response(state, {}) == expected

@@ -4,6 +4,7 @@ Never a crash, never another exception type, never an over-read (truncations
 are cut from the end of the buffer, so reading past it shows up as a wrong result).
 """
 
+import google.protobuf
 import numpy as np
 import pytest
 from google.protobuf import any_pb2
@@ -41,13 +42,20 @@ def as_observation(tensor: bytes, key: int = 7) -> bytes:
   return lfield(3, vfield(1, 1) + lfield(2, vfield(1, key) + lfield(2, tensor)))
 
 
+# The codec's acceptance rules are upb's as of protobuf 7 (probed on 7.36).  Older
+# upb releases differ at a few edges (e.g. a 6-byte length prefix), so the check
+# that protobuf also rejects a case runs only on the release line the rules follow.
+RULES_PROTOBUF = int(google.protobuf.__version__.split(".")[0]) >= 7
+
+
 def assert_rejected(codec, buf: bytes):
   """protobuf rejects `buf` as a Tensor and (wrapped) as step messages; so must we."""
   wrapped = {"tensor": buf, "request": as_action(buf), "response": as_observation(buf)}
   for kind, data in wrapped.items():
-    expected = DECODERS[kind][1](data)
-    assert isinstance(expected, Raises) and expected.types == (ValueError,), (
-        f"the test case is not malformed for protobuf ({kind}): {expected}")
+    if RULES_PROTOBUF:
+      expected = DECODERS[kind][1](data)
+      assert isinstance(expected, Raises) and expected.types == (ValueError,), (
+          f"the test case is not malformed for protobuf ({kind}): {expected}")
     for zero_copy in (False, True):
       with pytest.raises(ValueError):
         DECODERS[kind][0](codec)(data, zero_copy=zero_copy)

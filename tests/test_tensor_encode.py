@@ -345,7 +345,7 @@ def _odd_values():
   return {
       "longlong": np.array([1, -2], np.longlong), "ulonglong": np.array([1, 2], np.ulonglong),
       "intc": np.array([3], np.intc), "uintc": np.array([3], np.uintc),
-      "long": np.array([-9], np.long), "longlong_scalar": np.longlong(-5),
+      "long": np.array([-9], np.dtype("l")), "longlong_scalar": np.longlong(-5),
       "python_int_below_int64": -(2**63) - 1, "python_int_2_64": 2**64,
       "mixed_big_ints": [2**63, -1], "mixed_bool_int": [True, 2], "mixed_int_float": [1, 2.5],
       "python_bool": True, "python_float": -0.0, "python_int_zero": 0,

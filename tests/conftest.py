@@ -27,14 +27,7 @@ settings.register_profile(
     print_blob=True,
 )
 settings.register_profile(
-    "ci",
-    deadline=None,
-    max_examples=400,
-    derandomize=False,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
+    "ci", parent=settings.get_profile("default"), max_examples=400, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 BACKEND_MODULES = {

@@ -35,8 +35,6 @@ KIND_DTYPES = {
     BOOL: np.dtype(bool), STRING: np.dtype(str), PROTO: np.dtype(object),
 }
 
-# Fixed-width kinds: a decoder may return them as views of the wire bytes.
-FIXED_WIDTH = frozenset((FLOAT, DOUBLE, INT8, UINT8))
 # Kinds whose payload the codec leaves to protobuf.
 OBJECT_KINDS = frozenset((STRING, PROTO))
 

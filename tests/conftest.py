@@ -85,3 +85,24 @@ def pytest_report_header(config):
   """Which package and backend this run tests (CI tests the installed one)."""
   import dm_env_rpc_fast.codec as codec
   return f"dm_env_rpc_fast: backend {codec.BACKEND}, from {codec.__file__}"
+
+
+_SWAPPED = ("encode_tensor", "decode_tensor", "encode_step_request",
+            "decode_step_request", "encode_step_response", "decode_step_response")
+
+
+@pytest.fixture(params=backend_names())
+def backend(request, monkeypatch):
+  """Runs the test with `dm_env_rpc_fast.codec` switched to one backend.
+
+  The v1 modules reach the codec only through the attributes of the
+  `dm_env_rpc_fast.codec` module, so swapping them here switches the backend
+  under `tensor_utils`, `connection`, `dm_env_adaptor` and the rest.  Returns
+  the backend's name ("native" or "pure").
+  """
+  import dm_env_rpc_fast.codec as live_codec
+  module = load_backend(request.param)
+  monkeypatch.setattr(live_codec, "BACKEND", module.NAME)
+  for name in _SWAPPED:
+    monkeypatch.setattr(live_codec, name, getattr(module, name))
+  return module.NAME

@@ -1,0 +1,255 @@
+"""A synchronous client for one dm_env_rpc stream.
+
+`Connection.send(request)` takes any dm_env_rpc request message, wraps it in an
+`EnvironmentRequest`, waits for the answer and returns the unwrapped response
+message; an `error` answer raises `DmEnvRpcError`.  That is dm-env-rpc's
+contract, kept to the letter.
+
+What we add is the step path.  On a real gRPC channel the stream carries raw
+bytes (identity serialisers), so `Connection.send_step` can send bytes made by
+`codec.encode_step_request` and decode the answer with
+`codec.decode_step_response`: no protobuf objects are built for the tensors of a
+step.  Every other request is serialised and parsed by protobuf as before.
+
+When the stub is not the generated one (a test double patched in through
+`connection.dm_env_rpc_pb2_grpc`) or the channel is not grpc's own (an
+intercepted channel, whose interceptors expect messages), the stream carries
+protobuf messages and `send_step` converts at the edge, so its results are the
+same either way.
+"""
+import queue
+from typing import Dict, Mapping, Optional, Protocol, Sequence, Tuple
+
+import grpc
+
+from dm_env_rpc_fast import codec
+from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
+from dm_env_rpc_fast.v1 import dm_env_rpc_pb2_grpc
+from dm_env_rpc_fast.v1 import message_utils
+
+Metadata = Sequence[Tuple[str, str]]
+
+# The one method of the dm_env_rpc service.
+PROCESS_METHOD = "/dm_env_rpc.v1.Environment/Process"
+
+_GENERATED_STUB = dm_env_rpc_pb2_grpc.EnvironmentStub
+_EnvironmentRequest = dm_env_rpc_pb2.EnvironmentRequest
+_EnvironmentResponse = dm_env_rpc_pb2.EnvironmentResponse
+
+
+class ConnectionType(Protocol):
+  """What `DmEnvAdaptor` and the helpers need from a connection."""
+
+  def send(
+      self,
+      request: message_utils.DmEnvRpcRequest) -> message_utils.DmEnvRpcResponse:
+    """Sends one request and blocks until its response arrives."""
+
+  def close(self):
+    """Ends the connection."""
+
+
+def _is_grpc_channel(channel) -> bool:
+  # grpc's own channel class, not a subclass, a mock or an intercepted channel.
+  return type(channel).__module__ == "grpc._channel" and isinstance(channel, grpc.Channel)
+
+
+class _RawEnvironmentStub:
+  """A stub whose Process stream carries bytes in both directions."""
+
+  raw = True
+
+  def __init__(self, channel: grpc.Channel):
+    self.Process = channel.stream_stream(
+        PROCESS_METHOD, request_serializer=None, response_deserializer=None)
+
+
+class StreamReaderWriter(object):
+  """Writes requests to, and reads responses from, one Process stream.
+
+  Requests go through a queue that gRPC drains on its own thread; `close()`
+  puts the end marker in that queue, so the thread finishes and the stream is
+  half-closed, then cancels the call so that nothing stays blocked.
+
+  With a raw stub (`stub.raw` true) the stream carries bytes: `write` and `read`
+  still take and return messages, while `write_bytes` and `read_bytes` skip
+  protobuf.  With any other stub the stream carries messages, and the byte
+  methods convert.
+  """
+
+  def __init__(self,
+               stub: dm_env_rpc_pb2_grpc.EnvironmentStub,
+               metadata: Optional[Metadata] = None):
+    self._raw = getattr(stub, "raw", False) is True
+    self._requests = queue.Queue()
+    self._stream = stub.Process(iter(self._requests.get, None), metadata=metadata)
+
+  def write(self, request: dm_env_rpc_pb2.EnvironmentRequest):
+    """Queues `request` for sending; returns at once."""
+    self._requests.put(request.SerializeToString() if self._raw else request)
+
+  def read(self) -> dm_env_rpc_pb2.EnvironmentResponse:
+    """Blocks until the next response arrives and returns it."""
+    response = next(self._stream)
+    return _EnvironmentResponse.FromString(response) if self._raw else response
+
+  def write_bytes(self, data: bytes):
+    """Queues a serialised `EnvironmentRequest` for sending."""
+    self._requests.put(data if self._raw else _EnvironmentRequest.FromString(data))
+
+  def read_bytes(self) -> bytes:
+    """Blocks until the next response arrives and returns its wire bytes."""
+    response = next(self._stream)
+    return response if self._raw else response.SerializeToString()
+
+  def close(self):
+    """Ends the request stream and cancels the call.  Idempotent."""
+    self._requests.put(None)
+    cancel = getattr(self._stream, "cancel", None)
+    if cancel is not None:
+      cancel()
+
+
+class Connection(object):
+  """A client for a dm_env_rpc server: one request, one response, in order.
+
+  Not thread-safe: one caller at a time, as the protocol pairs each response
+  with the request before it.
+  """
+
+  def __init__(self,
+               channel: grpc.Channel,
+               metadata: Optional[Metadata] = None):
+    """Opens a Process stream on `channel`.
+
+    Args:
+      channel: a gRPC channel to the server.  On grpc's own channel class the
+        stream carries raw bytes (see the module docstring).
+      metadata: optional (key, value) pairs sent as gRPC metadata.
+    """
+    stub = dm_env_rpc_pb2_grpc.EnvironmentStub(channel)
+    if type(stub) is _GENERATED_STUB and _is_grpc_channel(channel):
+      stub = _RawEnvironmentStub(channel)
+    self._stream = StreamReaderWriter(stub, metadata)
+
+  def send(
+      self,
+      request: message_utils.DmEnvRpcRequest) -> message_utils.DmEnvRpcResponse:
+    """Sends a request and returns the server's response, unwrapped.
+
+    Args:
+      request: a dm_env_rpc request message (`CreateWorldRequest`,
+        `StepRequest`, ...) or a `google.protobuf.Any` for an extension.
+
+    Returns:
+      The matching response message (`CreateWorldResponse` for a
+      `CreateWorldRequest`, an `Any` for an extension, and so on).
+
+    Raises:
+      DmEnvRpcError: the server answered with an error.
+      ValueError: the connection is closed, or the server answered with a
+        different kind of response.
+    """
+    environment_request, field_name = message_utils.pack_environment_request(request)
+    stream = self._stream
+    if stream is None:
+      raise ValueError("Cannot send request after stream is closed.")
+    stream.write(environment_request)
+    return message_utils.unpack_environment_response(stream.read(), field_name)
+
+  def send_step(
+      self,
+      actions: Mapping[int, object],
+      requested_observations: Sequence[int],
+      *,
+      zero_copy: bool = False,
+  ) -> Tuple[int, Dict[int, object]]:
+    """Steps the joined world without building protobuf objects for tensors.
+
+    Args:
+      actions: {uid: value}; values are numpy arrays, scalars, nested
+        sequences or `Tensor` messages, encoded as `tensor_utils.pack_tensor`
+        would (cast them to the spec's dtype first).
+      requested_observations: the observation UIDs to return.
+      zero_copy: when True, fixed-width observations (float, double, int8,
+        uint8) are read-only views of the response bytes (which they keep
+        alive) instead of writable copies.
+
+    Returns:
+      (state, observations): the `EnvironmentStateType` value and
+      {uid: array or scalar}, as `tensor_utils.unpack_tensor` would give them.
+
+    Raises:
+      DmEnvRpcError: the server answered with an error.
+      ValueError: the connection is closed, or the answer is not a step
+        response or is malformed.
+    """
+    stream = self._stream
+    if stream is None:
+      raise ValueError("Cannot send request after stream is closed.")
+    stream.write_bytes(codec.encode_step_request(actions, requested_observations))
+    return codec.decode_step_response(stream.read_bytes(), zero_copy=zero_copy)
+
+  def close(self):
+    """Ends the stream and its request thread.  Closing again does nothing."""
+    stream, self._stream = self._stream, None
+    if stream is not None:
+      stream.close()
+
+  def __exit__(self, *args, **kwargs):
+    self.close()
+
+  def __enter__(self):
+    return self
+
+
+_UNLIMITED_MESSAGES = (("grpc.max_send_message_length", -1),
+                       ("grpc.max_receive_message_length", -1))
+
+
+class _ChannelOwningConnection(Connection):
+  """A Connection that also closes the channel it was made with."""
+
+  def __init__(self, channel, metadata):
+    super().__init__(channel=channel, metadata=metadata)
+    self._channel = channel
+
+  def close(self):
+    super().close()
+    channel, self._channel = self._channel, None
+    if channel is not None:
+      channel.close()
+
+  def __del__(self):
+    # A connection dropped without close() must not leave its stream's thread
+    # and channel behind.
+    if getattr(self, "_channel", None) is not None:
+      self.close()
+
+
+def create_secure_channel_and_connect(
+    server_address: str,
+    credentials: grpc.ChannelCredentials = grpc.local_channel_credentials(),
+    timeout: Optional[float] = None,
+    metadata: Optional[Metadata] = None,
+) -> Connection:
+  """Opens a secure channel to `server_address` and a Connection over it.
+
+  Message sizes are unlimited both ways, since observations can be large.
+
+  Args:
+    server_address: the server's address, e.g. "localhost:12345".
+    credentials: gRPC channel credentials (default: local credentials).
+    timeout: seconds to wait for the channel to become ready; None waits
+      for ever.
+    metadata: optional (key, value) pairs sent as gRPC metadata.
+
+  Returns:
+    A Connection that closes the channel when it is closed.
+
+  Raises:
+    grpc.FutureTimeoutError: the channel was not ready within `timeout`.
+  """
+  channel = grpc.secure_channel(server_address, credentials, options=_UNLIMITED_MESSAGES)
+  grpc.channel_ready_future(channel).result(timeout)
+  return _ChannelOwningConnection(channel=channel, metadata=metadata)

@@ -64,7 +64,9 @@ def start_server():
   tmp = tempfile.mkdtemp(prefix="dm_env_rpc_fast_e2e_")
   port_file = os.path.join(tmp, "port")
   env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+  # The server imports the same dm_env_rpc_fast as this process (installed or not).
+  package_parent = str(pathlib.Path(codec.__file__).resolve().parent.parent.parent)
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
   proc = subprocess.Popen([sys.executable, str(HERE / "loopback_server.py"), "--port-file", port_file], env=env)
   deadline = time.monotonic() + 30
   while not os.path.exists(port_file):

@@ -38,6 +38,7 @@ struct Fallbacks {
 };
 Fallbacks g_fallbacks;
 bool g_default_int_is_64 = true;  // np.asarray(<int>) gives int64
+uint64_t g_max_broadcast_bytes = dmrf::kDefaultMaxBroadcastBytes;  // set by _native_backend
 
 PyObject* need_fallback(PyObject* f) {
   if (!f) throw std::runtime_error("dm_env_rpc_fast._native: fallbacks not registered");
@@ -430,7 +431,8 @@ void fill_maybe_nogil(const uint8_t* data, const TensorParse& t, void* out, uint
 // A numeric Tensor's value by dm_env_rpc's rules (see the backend docstrings).
 py::object materialise(Input& input, const TensorParse& t, bool zero_copy) {
   if (t.kind == dmrf::kNone) throw py::type_error("Tensor has no payload: cannot tell its dtype");
-  const dmrf::ShapePlan plan = dmrf::plan_shape(t.count, t.shape);
+  const dmrf::ShapePlan plan =
+      dmrf::plan_shape(t.count, t.shape, dmrf::element_size(t.kind), g_max_broadcast_bytes);
   const int typenum = typenum_of(t.kind);
   if (plan.mode != dmrf::ShapePlan::kReshape) {
     alignas(8) unsigned char elem[8] = {};
@@ -574,6 +576,9 @@ PYBIND11_MODULE(_native, m) {
 
   m.def("set_fallbacks", &set_fallbacks, py::arg("decode_object_tensor"), py::arg("check_uid"),
         py::arg("slow_value"));
+  m.def("set_max_broadcast_bytes", [](uint64_t limit) { g_max_broadcast_bytes = limit; },
+        py::arg("limit"));
+  m.attr("DEFAULT_MAX_BROADCAST_BYTES") = py::int_(dmrf::kDefaultMaxBroadcastBytes);
   m.def("encode_tensor_fast", &encode_tensor_fast, py::arg("value"));
   m.def("encode_prepared", &encode_prepared, py::arg("kind"), py::arg("array"), py::arg("shape"));
   m.def("decode_tensor", [](py::handle buf, py::handle zero_copy) {

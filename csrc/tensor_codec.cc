@@ -210,6 +210,13 @@ std::string shape_text(const std::vector<int32_t>& shape) {
   return s + "]";
 }
 
+// Word for word _common.broadcast_error's message.
+std::string broadcast_error(const std::vector<int32_t>& shape, uint64_t limit) {
+  return "Tensor shape " + shape_text(shape) +
+         " would broadcast a one-element payload to more than " + std::to_string(limit) +
+         " bytes (the codec's MAX_BROADCAST_BYTES limit)";
+}
+
 template <class T, class Convert>
 void fill_varints(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap,
                   Convert convert) {
@@ -391,7 +398,8 @@ void parse_tensor(const uint8_t* base, size_t total, Span span, int depth, Tenso
   }
 }
 
-ShapePlan plan_shape(uint64_t count, const std::vector<int32_t>& shape) {
+ShapePlan plan_shape(uint64_t count, const std::vector<int32_t>& shape, size_t elem_size,
+                     uint64_t max_broadcast_bytes) {
   ShapePlan plan;
   if (shape.empty()) {
     if (count != 1) {
@@ -402,18 +410,20 @@ ShapePlan plan_shape(uint64_t count, const std::vector<int32_t>& shape) {
     return plan;
   }
   if (count == 1) {
-    // Broadcast: dimensions below 1 count as 1; refuse what numpy could never hold.
+    // Broadcast: dimensions below 1 count as 1.  One element on the wire must
+    // not make an unbounded allocation: the result is capped in bytes (the
+    // product is tracked in bytes and never computed past the cap, so never overflows).
     plan.mode = ShapePlan::kFill;
-    uint64_t n = 1;
-    bool too_many = false;
+    uint64_t bytes = elem_size ? elem_size : 1;
+    bool over = bytes > max_broadcast_bytes;
     for (int32_t d : shape) {
       const uint64_t dim = d < 1 ? 1 : static_cast<uint64_t>(d);
       plan.dims.push_back(static_cast<int64_t>(dim));
-      if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / dim) too_many = true;
-      n *= too_many ? 1 : dim;
+      if (!over && bytes > max_broadcast_bytes / dim) over = true;
+      if (!over) bytes *= dim;
     }
-    if (too_many) {
-      throw DecodeError("Tensor shape " + shape_text(shape) + " has too many elements to fill");
+    if (over) {
+      throw DecodeError(broadcast_error(shape, max_broadcast_bytes));
     }
     return plan;
   }

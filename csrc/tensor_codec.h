@@ -84,9 +84,15 @@ struct ShapePlan {
   std::vector<int64_t> dims;  // kFill: the filled shape; kReshape: the concrete shape
 };
 
-// dm_env_rpc's shape rules for `count` payload elements (see _common.shape_payload).
-// Throws DecodeError for a count that does not fit the shape.
-ShapePlan plan_shape(uint64_t count, const std::vector<int32_t>& shape);
+// The default cap on the bytes a one-element payload may broadcast to (256 MiB;
+// _common.MAX_BROADCAST_BYTES, which the Python layer passes down).
+constexpr uint64_t kDefaultMaxBroadcastBytes = uint64_t{1} << 28;
+
+// dm_env_rpc's shape rules for `count` payload elements of `elem_size` bytes
+// (see _common.shape_payload).  Throws DecodeError for a count that does not
+// fit the shape, or a broadcast to more than max_broadcast_bytes.
+ShapePlan plan_shape(uint64_t count, const std::vector<int32_t>& shape, size_t elem_size,
+                     uint64_t max_broadcast_bytes = kDefaultMaxBroadcastBytes);
 
 // Writes the payload's elements into out (element_size(kind) bytes each):
 // t.count of them, never more than cap.

@@ -11,6 +11,11 @@ def set_fallbacks(
 ) -> None:
   """Registers the Python callables used for strings/protos, odd UIDs and odd values."""
 
+DEFAULT_MAX_BROADCAST_BYTES: int
+
+def set_max_broadcast_bytes(limit: int) -> None:
+  """Sets the broadcast cap (see dm_env_rpc_fast.codec.MAX_BROADCAST_BYTES)."""
+
 def encode_tensor_fast(value: Any) -> Optional[bytes]:
   """Tensor bytes for a plain ndarray / numpy scalar / Python number; None for anything else."""
 

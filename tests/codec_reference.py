@@ -25,6 +25,7 @@ import numpy as np
 from google.protobuf import any_pb2
 from google.protobuf import message as pb_message
 
+from dm_env_rpc_fast.codec import _common
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
 
 U64 = (1 << 64) - 1
@@ -229,10 +230,12 @@ def reference_bytes(value, dtype=None, try_compress=False) -> bytes:
 # ---------------------------------------------------------------------------
 # Decoding: upstream's unpack_tensor, restated.
 
+# The codec refuses broadcasts of more bytes than this (see dm_env_rpc_fast.codec).
+MAX_BROADCAST_BYTES = _common.MAX_BROADCAST_BYTES
+
 # Results bigger than this are not built by the tests (a one-element payload
 # with a large shape broadcasts, and a mutated shape can ask for gigabytes).
 MAX_TEST_ELEMENTS = 1 << 22
-_INTP_MAX = np.iinfo(np.intp).max
 
 
 def broadcast_size(tensor: pb.Tensor) -> int:
@@ -246,6 +249,23 @@ def broadcast_size(tensor: pb.Tensor) -> int:
   return math.prod(max(int(d), 1) for d in tensor.shape)
 
 
+def _itemsize(tensor: pb.Tensor) -> int:
+  name = tensor.WhichOneof("payload")
+  if name == "strings":
+    return 4 * max([len(s) for s in tensor.strings.array] + [1])
+  return 8 if name == "protos" else NUMERIC_DTYPES[name].itemsize
+
+
+def over_broadcast_cap(tensor: pb.Tensor) -> bool:
+  """True if the tensor broadcasts past MAX_BROADCAST_BYTES, which the codec refuses.
+
+  The cap is the codec's one deliberate difference from upstream's unpacking
+  (which would try to allocate it); the tests expect a ValueError there.
+  """
+  size = broadcast_size(tensor)
+  return size > 0 and size * _itemsize(tensor) > MAX_BROADCAST_BYTES
+
+
 def _reshape(flat: np.ndarray, shape):
   shape = [int(d) for d in shape]
   if not shape:
@@ -254,8 +274,8 @@ def _reshape(flat: np.ndarray, shape):
     return flat[0]
   if flat.shape[0] == 1:
     filled = [max(d, 1) for d in shape]
-    if math.prod(filled) > _INTP_MAX:
-      raise ValueError("too many elements to fill")
+    if math.prod(filled) * max(flat.dtype.itemsize, 1) > MAX_BROADCAST_BYTES:
+      raise ValueError("broadcast over the codec's MAX_BROADCAST_BYTES")
     return np.full(filled, flat[0])
   flat.shape = shape  # numpy's own -1 inference and size check (ValueError)
   return flat
@@ -289,7 +309,8 @@ class Raises:
 class Excluded(Exception):
   """Random-input tests leave this input out (the reason is the message).
 
-  - a broadcast to more than MAX_TEST_ELEMENTS elements (memory);
+  - a broadcast to more than MAX_TEST_ELEMENTS elements (memory) but within
+    MAX_BROADCAST_BYTES (beyond it the codec raises ValueError, expected);
   - a shape dimension below -1: upstream (numpy's reshape) takes any negative
     dimension as the unknown one, which _common.reshape_target rejects; one
     dedicated test (test_tensor_decode) holds that case, so random tests do not
@@ -310,12 +331,12 @@ def too_big_to_decode(buf) -> bool:
     else:
       step = message.step
       tensors.extend((step.actions if cls is pb.EnvironmentRequest else step.observations).values())
-  return any(MAX_TEST_ELEMENTS < broadcast_size(t) <= _INTP_MAX for t in tensors)
+  return any(MAX_TEST_ELEMENTS < broadcast_size(t) and not over_broadcast_cap(t) for t in tensors)
 
 
 def _unpack_checked(tensor: pb.Tensor):
-  if MAX_TEST_ELEMENTS < broadcast_size(tensor) <= _INTP_MAX:
-    raise Excluded("broadcast too big for a test")  # (beyond intp it is a ValueError)
+  if MAX_TEST_ELEMENTS < broadcast_size(tensor) and not over_broadcast_cap(tensor):
+    raise Excluded("broadcast too big for a test")  # (beyond the cap it is a ValueError)
   negative = [d for d in tensor.shape if d < 0]
   if len(negative) == 1 and negative[0] < -1 and broadcast_size(tensor) == 0:
     raise Excluded("a reshape with a dimension below -1")

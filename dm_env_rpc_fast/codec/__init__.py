@@ -19,6 +19,13 @@ Functions:
   decode_step_response(buf, *, zero_copy=False) -> (state, observations)
 
 See each backend's docstrings (they are the same) for units and ownership.
+
+``MAX_BROADCAST_BYTES`` (default 256 MiB): a Tensor whose payload is a single
+element and whose shape is non-empty decodes to that element repeated over the
+shape; a result of more bytes than this is refused with a ValueError before
+anything is allocated, so that a few hostile bytes cannot ask for gigabytes.
+Set ``DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES`` before import to change it.
+Upstream dm-env-rpc has no such limit.
 """
 
 import os
@@ -49,6 +56,7 @@ decode_step_request = _backend.decode_step_request
 encode_step_response = _backend.encode_step_response
 decode_step_response = _backend.decode_step_response
 
+MAX_BROADCAST_BYTES: int = _common.MAX_BROADCAST_BYTES
 RUNNING = _common.RUNNING
 TERMINATED = _common.TERMINATED
 INTERRUPTED = _common.INTERRUPTED
@@ -56,5 +64,5 @@ INTERRUPTED = _common.INTERRUPTED
 __all__ = [
     "BACKEND", "encode_tensor", "decode_tensor", "encode_step_request",
     "decode_step_request", "encode_step_response", "decode_step_response",
-    "RUNNING", "TERMINATED", "INTERRUPTED",
+    "RUNNING", "TERMINATED", "INTERRUPTED", "MAX_BROADCAST_BYTES",
 ]

@@ -8,6 +8,7 @@ what keeps the two backends' behaviour identical.
 """
 
 import numbers
+import os
 from typing import Any, Iterable, Optional, Tuple
 
 import numpy as np
@@ -225,26 +226,53 @@ def shape_payload(flat: np.ndarray, shape):
           f"Scalar tensors must have exactly 1 element but had {count} elements.")
     return flat[0]
   if count == 1:
-    filled = check_shape_for_fill(shape)
+    filled = check_shape_for_fill(shape, flat.dtype.itemsize)
     return np.full(filled, flat[0])
   flat.shape = reshape_target(count, shape)
   return flat
 
 
-# The broadcast rule can turn one element into a huge array: refuse shapes whose
-# element count numpy could never allocate, with a clear error instead of a
-# MemoryError or an overflow deep in numpy.
-_MAX_ELEMENTS = np.iinfo(np.intp).max
+def _max_broadcast_bytes() -> int:
+  setting = os.environ.get("DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES", "")
+  if not setting:
+    return 1 << 28
+  try:
+    limit = int(setting)
+  except ValueError:
+    limit = -1
+  if not 0 <= limit < 1 << 63:
+    raise ValueError(f"DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES={setting!r} is not a byte count")
+  return limit
 
 
-def check_shape_for_fill(shape) -> Tuple[int, ...]:
-  """The shape a one-element payload fills (dimensions below 1 become 1)."""
+# The broadcast rule turns one element on the wire into a whole array, so a few
+# bytes could ask for gigabytes.  Both backends refuse a broadcast whose result
+# would exceed this many bytes (default 256 MiB; set
+# DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES before import to change it) with a
+# ValueError, before allocating anything.  Upstream has no such cap: this is
+# a deliberate difference.
+MAX_BROADCAST_BYTES = _max_broadcast_bytes()
+
+
+def broadcast_error(shape, limit: int) -> str:
+  """The message of a refused broadcast (the native core words it the same)."""
+  return (f"Tensor shape {list(shape)} would broadcast a one-element payload to more "
+          f"than {limit} bytes (the codec's MAX_BROADCAST_BYTES limit)")
+
+
+def check_shape_for_fill(shape, itemsize: int) -> Tuple[int, ...]:
+  """The shape a one-element payload fills (dimensions below 1 become 1).
+
+  Raises:
+    ValueError: the result would exceed MAX_BROADCAST_BYTES (itemsize bytes
+      per element).
+  """
   filled = tuple(max(int(d), 1) for d in shape)
-  total = 1
+  total = max(itemsize, 1)
   for d in filled:
     total *= d
-  if total > _MAX_ELEMENTS:
-    raise ValueError(f"Tensor shape {list(shape)} has too many elements ({total}) to fill")
+  if total > MAX_BROADCAST_BYTES:
+    raise ValueError(broadcast_error([int(d) for d in shape], MAX_BROADCAST_BYTES))
   return filled
 
 

@@ -30,6 +30,7 @@ def _slow_value(value):
 
 
 _native.set_fallbacks(_common.decode_object_tensor, _common.check_uid, _slow_value)
+_native.set_max_broadcast_bytes(_common.MAX_BROADCAST_BYTES)
 
 _encode_fast = _native.encode_tensor_fast
 _encode_prepared = _native.encode_prepared
@@ -91,7 +92,8 @@ def decode_tensor(buf, *, zero_copy: bool = False):
 
   Raises:
     ValueError: the bytes are not a valid Tensor message, or the payload does
-      not fit the shape.
+      not fit the shape, or a one-element payload would broadcast to more
+      than MAX_BROADCAST_BYTES (see dm_env_rpc_fast.codec).
     TypeError: the Tensor has no payload.
   """
   return _native.decode_tensor(buf, zero_copy)

@@ -586,7 +586,9 @@ def decode_tensor(buf, *, zero_copy: bool = False):
 
   Raises:
     ValueError: the bytes are not a valid Tensor (the message says what and
-      where), or the payload does not fit the shape.
+      where), or the payload does not fit the shape, or a
+      one-element payload would broadcast to more than MAX_BROADCAST_BYTES
+      (see dm_env_rpc_fast.codec).
     TypeError: the Tensor has no payload.
   """
   data = _as_bytes(buf)

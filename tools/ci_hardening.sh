@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Everything CI runs for the codec's hardening (issue #6), in about 7 minutes on 2 cores:
+#   1. tools/fuzz.sh: the four libFuzzer targets over the C++ core, ASan + UBSan,
+#      $FUZZ_SECONDS (default 60) each, two at a time, after replaying the kept inputs;
+#   2. tools/fuzz_differential.py: the decoders of both backends against protobuf
+#      and each other, for $DIFF_SECONDS (default 60);
+#   3. tools/sanitizer_tests.sh: the codec tests' native-backend half against an
+#      ASan + UBSan build of the extension, then a LeakSanitizer run over a short workload.
+# Exits non-zero if any step fails (every step runs regardless).  Installs clang
+# (apt-get) and pybind11 (pip) if missing.  PYTHON (default python3) must have the
+# package's [test] extra installed (numpy, protobuf, pytest, hypothesis).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PYTHON="${PYTHON:-python3}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+DIFF_SECONDS="${DIFF_SECONDS:-60}"
+failed=()
+
+step() { printf '\n=== ci_hardening: %s (%ss) ===\n' "$*" "$SECONDS"; }
+
+step "libFuzzer targets, ${FUZZ_SECONDS}s each"
+"$ROOT/tools/fuzz.sh" "$FUZZ_SECONDS" || failed+=("fuzz.sh")
+
+step "differential fuzzer, both backends against protobuf, ${DIFF_SECONDS}s"
+"$PYTHON" "$ROOT/tools/fuzz_differential.py" --seconds "$DIFF_SECONDS" || failed+=("fuzz_differential.py")
+
+step "test suite and leak check under ASan + UBSan"
+# The codec suite's native-backend half (the pure backend runs no C++), which fits
+# the time budget; `tools/sanitizer_tests.sh` with no arguments runs all of tests/.
+"$ROOT/tools/sanitizer_tests.sh" -k "not pure" --ignore="$ROOT/tests/v1" "$ROOT/tests" \
+  || failed+=("sanitizer_tests.sh")
+
+step "done"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "ci_hardening: FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "ci_hardening: all passed in ${SECONDS}s"

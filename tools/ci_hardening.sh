@@ -4,7 +4,7 @@
 #      $FUZZ_SECONDS (default 60) each, two at a time, after replaying the kept inputs;
 #   2. tools/fuzz_differential.py: the decoders of both backends against protobuf
 #      and each other, for $DIFF_SECONDS (default 60);
-#   3. tools/sanitizer_tests.sh: the codec tests' native-backend half against an
+#   3. tools/sanitizer_tests.sh: the test suite's native-backend half against an
 #      ASan + UBSan build of the extension, then a LeakSanitizer run over a short workload.
 # Exits non-zero if any step fails (every step runs regardless).  Installs clang
 # (apt-get) and pybind11 (pip) if missing.  PYTHON (default python3) must have the
@@ -26,9 +26,10 @@ step "differential fuzzer, both backends against protobuf, ${DIFF_SECONDS}s"
 "$PYTHON" "$ROOT/tools/fuzz_differential.py" --seconds "$DIFF_SECONDS" || failed+=("fuzz_differential.py")
 
 step "test suite and leak check under ASan + UBSan"
-# The codec suite's native-backend half (the pure backend runs no C++), which fits
-# the time budget; `tools/sanitizer_tests.sh` with no arguments runs all of tests/.
-"$ROOT/tools/sanitizer_tests.sh" -k "not pure" --ignore="$ROOT/tests/v1" "$ROOT/tests" \
+# The whole suite's native-backend half (the pure backend runs no C++): the codec,
+# the v1 layer over loopback gRPC and the interop tests, whose other processes
+# inherit the preloaded sanitizer runtime too.
+"$ROOT/tools/sanitizer_tests.sh" -k "not pure" "$ROOT/tests" \
   || failed+=("sanitizer_tests.sh")
 
 step "done"

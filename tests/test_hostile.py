@@ -162,17 +162,33 @@ print("ok")
 """
 
 
-def test_the_cap_can_be_set_and_is_exact_on_both_backends(both_backends):
-  env = dict(os.environ, DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES="4096")
+def _subprocess_env(**extra):
+  """The environment for a child that must import the same dm_env_rpc_fast as we do.
+
+  The children run in tests/ (so the checkout's source package, which may lack
+  the extension, is not on their path) with our package's parent on PYTHONPATH.
+  """
+  import dm_env_rpc_fast
+  parent = os.path.dirname(os.path.dirname(os.path.abspath(dm_env_rpc_fast.__file__)))
+  env = dict(os.environ, **extra)
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [parent, env.get("PYTHONPATH")]))
   env.pop("DM_ENV_RPC_FAST_PURE", None)
-  out = subprocess.run([sys.executable, "-c", _BOUNDARY_SCRIPT, os.path.dirname(__file__)],
+  return env
+
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_the_cap_can_be_set_and_is_exact_on_both_backends(both_backends):
+  env = _subprocess_env(DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES="4096")
+  out = subprocess.run([sys.executable, "-c", _BOUNDARY_SCRIPT, _TESTS], cwd=_TESTS,
                        env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_bad_cap_setting_is_refused():
-  env = dict(os.environ, DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES="lots")
-  out = subprocess.run([sys.executable, "-c", "import dm_env_rpc_fast.codec"],
+  env = _subprocess_env(DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES="lots")
+  out = subprocess.run([sys.executable, "-c", "import dm_env_rpc_fast.codec"], cwd=_TESTS,
                        env=env, capture_output=True, text=True, timeout=120)
   assert out.returncode != 0 and "DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES" in out.stderr
 
@@ -227,8 +243,6 @@ def _under_asan() -> bool:
 def test_hostile_inputs_in_bounded_memory(both_backends):
   if _under_asan():
     pytest.skip("AddressSanitizer reserves terabytes of address space: RLIMIT_AS cannot apply")
-  env = dict(os.environ)
-  env.pop("DM_ENV_RPC_FAST_PURE", None)
-  out = subprocess.run([sys.executable, "-c", _BOUNDED_SCRIPT, os.path.dirname(__file__)],
-                       env=env, capture_output=True, text=True, timeout=300)
+  out = subprocess.run([sys.executable, "-c", _BOUNDED_SCRIPT, _TESTS], cwd=_TESTS,
+                       env=_subprocess_env(), capture_output=True, text=True, timeout=300)
   assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]

@@ -42,7 +42,7 @@ def module_for(monkeypatch):
   def pick(impl):
     if impl == "upstream":
       if upstream_tensor_utils is None:
-        pytest.skip("dm-env-rpc is not installed")
+        pytest.fail("dm-env-rpc is not installed: `pip install .[test]` installs it", pytrace=False)
       return upstream_tensor_utils
     backend = require_backend(impl)
     for name in _SWAPPED:

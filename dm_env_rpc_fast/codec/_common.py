@@ -41,7 +41,6 @@ OBJECT_KINDS = frozenset((STRING, PROTO))
 
 # Keyed like upstream: by np.dtype(dtype.type), so '<U7' and '>f4' find their kind.
 _KIND_BY_TYPE = {dtype: kind for kind, dtype in KIND_DTYPES.items()}
-_SUPPORTED = "float32, float64, int8, int32, int64, uint8, uint32, uint64, bool, str, object"
 
 # EnvironmentStateType values.
 INVALID_ENVIRONMENT_STATE, RUNNING, TERMINATED, INTERRUPTED = range(4)
@@ -53,9 +52,8 @@ def kind_of(dtype: np.dtype) -> int:
   """The payload kind for a numpy dtype; TypeError if the protocol has none."""
   kind = _KIND_BY_TYPE.get(np.dtype(dtype.type))
   if kind is None:
-    raise TypeError(
-        f'Unknown NumPy type "{dtype}": a dm_env_rpc Tensor has no payload for it '
-        f"(supported: {_SUPPORTED}).")
+    # Upstream's wording, word for word: pack_tensor callers match on it.
+    raise TypeError(f'Unknown NumPy type "{dtype.type}" has no known packer.')
   return kind
 
 
@@ -128,17 +126,22 @@ def check_uid(uid) -> int:
 # ---------------------------------------------------------------------------
 # Strings and protos: both backends build and parse these with protobuf.
 
-def _pack_any(value) -> any_pb2.Any:
+def pack_any(value) -> any_pb2.Any:
+  """`value` as an Any: itself if it is one, else the message packed into a new one."""
   if isinstance(value, any_pb2.Any):
     return value
   if isinstance(value, _message.Message):
     packed = any_pb2.Any()
     packed.Pack(value)
     return packed
+  # Usually a jagged list, or mixed element types that numpy left as objects.
+  # Upstream's wording: pack_tensor callers match on it.
   raise ValueError(
-      f"Cannot pack {type(value).__name__} value {value!r} into a proto payload: "
-      "only protobuf messages can be. Is the value jagged, or of mixed or "
-      "unsupported element types?")
+      "Trying to pack an Any proto with a type that's not recognized! "
+      f"Type: {type(value)}, value: '{value}'. Is the value a jagged iterable? "
+      "Is the data type not a supported primitive type like strings, floats, "
+      "integers or protobuf messages? Are all elements in the array the same "
+      "type?")
 
 
 def object_tensor(kind: int, array: np.ndarray, shape) -> dm_env_rpc_pb2.Tensor:
@@ -149,7 +152,7 @@ def object_tensor(kind: int, array: np.ndarray, shape) -> dm_env_rpc_pb2.Tensor:
   if kind == STRING:
     tensor.strings.array.extend(flat.tolist())
   else:
-    tensor.protos.array.extend([_pack_any(item) for item in flat])
+    tensor.protos.array.extend([pack_any(item) for item in flat])
   return tensor
 
 

@@ -14,10 +14,9 @@ import abc
 from typing import Optional, Type, Union
 
 import numpy as np
-from google.protobuf import any_pb2
-from google.protobuf import message
 
 from dm_env_rpc_fast import codec
+from dm_env_rpc_fast.codec import _common
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
 _DataType = dm_env_rpc_pb2.DataType
@@ -27,23 +26,6 @@ TensorOrTensorSpecValue = Union[dm_env_rpc_pb2.Tensor, dm_env_rpc_pb2.TensorSpec
 # Shape field [-1] of a Tensor, ready to append to its payload bytes: field 15,
 # length-delimited, holding the 10-byte varint of int32 -1.
 _SHAPE_MINUS_ONE = b"\x7a\x0a" + b"\xff" * 9 + b"\x01"
-
-
-def _as_any(value) -> any_pb2.Any:
-  """`value` as an Any message: itself if it is one, else the message packed."""
-  if isinstance(value, any_pb2.Any):
-    return value
-  if isinstance(value, message.Message):
-    packed = any_pb2.Any()
-    packed.Pack(value)
-    return packed
-  # Usually a jagged list or mixed element types that numpy left as objects.
-  raise ValueError(
-      "Trying to pack an Any proto with a type that's not recognized! "
-      f"Type: {type(value)}, value: '{value}'. Is the value a jagged iterable? "
-      "Is the data type not a supported primitive type like strings, floats, "
-      "integers or protobuf messages? Are all elements in the array the same "
-      "type?")
 
 
 class Packer(metaclass=abc.ABCMeta):
@@ -158,7 +140,7 @@ class _ProtoPacker(Packer):
 
   def pack(self, proto, value):
     getattr(proto, self._name).array.extend(
-        [_as_any(item) for item in np.asarray(value).ravel()])
+        [_common.pack_any(item) for item in np.asarray(value).ravel()])
 
   def unpack(self, proto):
     return np.array(getattr(proto, self._name).array, self._np_type)
@@ -187,11 +169,6 @@ _DATA_TYPE_BY_DTYPE = {dtype: data_type for _, dtype, data_type, _ in _PAYLOADS}
 # which a dtype such as '<U5' does not equal).
 _DATA_TYPE_BY_DTYPE.update(
     {np.bool_: _DataType.BOOL, np.str_: _DataType.STRING, np.object_: _DataType.PROTO})
-
-# Arrays of these dtypes go straight to the codec when no option is given.
-_DIRECT_DTYPES = frozenset(
-    dtype for dtype in _PACKER_BY_DTYPE if dtype.kind not in "OU")
-
 
 def get_tensor_type(tensor_proto: dm_env_rpc_pb2.Tensor) -> np.dtype:
   """The numpy dtype of a Tensor's (or TensorSpec.Value's) payload.
@@ -360,14 +337,6 @@ def unpack_tensor(tensor_proto: dm_env_rpc_pb2.Tensor):
     _reference_error(tensor_proto, e)
 
 
-def _resolve(dtype):
-  """A `dtype` argument with DataType values swapped for numpy dtypes."""
-  try:
-    return _DTYPE_BY_DATA_TYPE.get(dtype, dtype)
-  except TypeError:  # Unhashable: leave it to numpy to judge.
-    return dtype
-
-
 def pack_tensor(
     value,
     dtype: Optional[Union[np.dtype, Type[np.generic], "dm_env_rpc_pb2.DataType"]] = None,
@@ -394,27 +363,6 @@ def pack_tensor(
     ValueError: `value` is jagged, mixes element types, holds objects that are
       not protobuf messages, or cannot be cast to `dtype`.
   """
-  if dtype is None and not try_compress and type(value) is np.ndarray \
-      and value.dtype in _DIRECT_DTYPES:
-    return dm_env_rpc_pb2.Tensor.FromString(codec.encode_tensor(value))
-
-  array = np.asarray(value)
-  if array.dtype == object:
-    # Object arrays of str stand in for variable-length strings in numpy.
-    if np.issubdtype(_resolve(dtype), np.str_):
-      for item in array.flat:
-        if not isinstance(item, str):
-          raise TypeError(
-              "Requested string dtype but not all elements are Python string "
-              f"types. At least one element was {type(item)}.")
-      array = np.array(array, dtype=np.str_)
-  elif dtype is not None:
-    array = array.astype(_resolve(dtype), copy=False, casting="unsafe")
-
-  # Check here so that errors read as upstream's, not the codec's.
-  packer = get_packer(array.dtype.type)
-  if packer.np_type == object:
-    for item in array.flat:
-      _as_any(item)
+  # The codec applies upstream's casting and checking rules (codec._common.prepare).
   return dm_env_rpc_pb2.Tensor.FromString(
-      codec.encode_tensor(array, try_compress=bool(try_compress)))
+      codec.encode_tensor(value, dtype=dtype, try_compress=bool(try_compress)))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything CI runs for the codec's hardening (issue #6), in about 7 minutes on 2 cores:
+# Everything CI runs for the codec's hardening (issue #6), in about 8.5 minutes on 2 cores:
 #   1. tools/fuzz.sh: the four libFuzzer targets over the C++ core, ASan + UBSan,
 #      $FUZZ_SECONDS (default 60) each, two at a time, after replaying the kept inputs;
 #   2. tools/fuzz_differential.py: the decoders of both backends against protobuf

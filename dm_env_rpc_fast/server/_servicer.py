@@ -1,0 +1,429 @@
+"""The servicer: dm_env_rpc's Process stream, hosting dm_env environments.
+
+Requests and responses cross gRPC as raw bytes.  A step request goes straight
+to `codec.decode_step_request` and its response comes from
+`codec.encode_step_response`, so observations travel from the environment's
+numpy arrays into the response bytes without protobuf messages in between;
+every other request is parsed with protobuf.
+
+Worlds belong to the servicer, named "world_1", "world_2", ... in order of
+creation, and each is joined by at most one stream at a time.  When a stream
+ends (the client closed it, was cancelled or disconnected), it leaves its world
+and destroys the worlds it created; one that another stream has joined is
+destroyed when that stream leaves it.
+"""
+import itertools
+import logging
+import threading
+from typing import Callable, Dict, Optional, Set
+
+import dm_env
+import grpc
+import numpy as np
+from google.protobuf import message as protobuf_message
+from google.rpc import code_pb2
+from google.rpc import status_pb2
+
+from dm_env_rpc_fast import codec
+from dm_env_rpc_fast.server import _properties
+from dm_env_rpc_fast.server import _specs
+from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
+from dm_env_rpc_fast.v1 import tensor_utils
+
+SERVICE = "dm_env_rpc.v1.Environment"
+PROCESS_METHOD = f"/{SERVICE}/Process"
+
+_log = logging.getLogger("dm_env_rpc_fast.server")
+_STEP_TAG = b"\x1a"  # field 3 (step), length-delimited: how a step request starts
+_RUNNING = dm_env_rpc_pb2.EnvironmentStateType.RUNNING
+_TERMINATED = dm_env_rpc_pb2.EnvironmentStateType.TERMINATED
+
+MakeEnv = Callable[..., dm_env.Environment]
+
+
+class RequestError(Exception):
+  """A request the server refuses: answered on the stream as google.rpc.Status."""
+
+  def __init__(self, code: int, message: str):
+    super().__init__(message)
+    self.code = code
+    self.message = message
+
+
+def error_response(code: int, message: str) -> bytes:
+  return dm_env_rpc_pb2.EnvironmentResponse(
+      error=status_pb2.Status(code=code, message=message)).SerializeToString()
+
+
+def _raised(what: str, e: BaseException) -> RequestError:
+  return RequestError(code_pb2.INTERNAL, f"{what} raised {type(e).__name__}: {e}")
+
+
+def _python_value(value):
+  """A setting as a Python value: numpy scalars become int, float, bool or str."""
+  return value.item() if isinstance(value, np.generic) else value
+
+
+def _refuse_settings(request_name: str, settings) -> None:
+  if settings:
+    raise RequestError(code_pb2.INVALID_ARGUMENT,
+                       f"{request_name} takes no settings; got {', '.join(sorted(settings))}")
+
+
+class _World:
+  """One environment, its specs and its episode state.  `lock` guards all of it."""
+
+  def __init__(self, name: str, env, env_specs: _specs.EnvSpecs, creator: "_Session"):
+    self.name = name
+    self.env = env
+    self.specs = env_specs
+    self.specs_message = env_specs.message()
+    self.observations = {leaf.uid: leaf for leaf in env_specs.observations}
+    self.actions = {leaf.uid: leaf for leaf in env_specs.actions}
+    self.lock = threading.Lock()
+    self.creator: Optional[_Session] = creator
+    self.joined_by: Optional[_Session] = None
+    self.restart = True  # the next step starts an episode
+    self.held: Dict[int, object] = {}
+    self.closed = False
+
+  def close(self) -> None:
+    """Closes the environment once; call with `lock` held."""
+    if self.closed:
+      return
+    self.closed = True
+    try:
+      self.env.close()
+    except Exception:  # a failing close must not take the server down
+      _log.exception("closing the environment of %s failed", self.name)
+
+  def step(self, actions: Dict[int, object], requested) -> bytes:
+    """Runs one step (the caller holds `lock`); returns the response bytes."""
+    if self.restart:
+      # The first step of an episode: its actions are ignored (dm_env_rpc's rule).
+      timestep = self._call("reset", self.env.reset)
+      self.restart = False
+      self.held = {uid: leaf.spec.generate_value() for uid, leaf in self.actions.items()}
+    else:
+      values = dict(self.held)
+      for uid, value in actions.items():
+        leaf = self.actions.get(uid)
+        if leaf is None:
+          raise RequestError(code_pb2.INVALID_ARGUMENT,
+                             f"action uid {uid} is not in the specs (actions: {sorted(self.actions)})")
+        try:
+          values[uid] = leaf.check(value, "action")
+        except ValueError as e:
+          raise RequestError(code_pb2.INVALID_ARGUMENT, str(e)) from None
+      action = self.specs.build_action(values)
+      timestep = self._call("step", self.env.step, action)
+      self.held = values
+    last = timestep.last()
+    if last:
+      self.restart = True
+    return codec.encode_step_response(_TERMINATED if last else _RUNNING,
+                                      self._observe(timestep, requested))
+
+  def _call(self, name, method, *args):
+    try:
+      return method(*args)
+    except Exception as e:
+      _log.exception("%s: the environment's %s() raised", self.name, name)
+      raise _raised(f"the environment's {name}()", e) from None
+
+  def _observe(self, timestep, requested):
+    result = {}
+    for uid in requested:
+      if uid in result:
+        continue
+      leaf = self.observations[uid]
+      if uid == self.specs.reward_uid:
+        # dm_env has no reward on an episode's first step; the wire needs one.
+        value = timestep.reward if timestep.reward is not None else leaf.spec.generate_value()
+      elif uid == self.specs.discount_uid:
+        value = timestep.discount if timestep.discount is not None else np.ones(leaf.shape, leaf.dtype)
+      else:
+        try:
+          value = _specs.lookup(timestep.observation, leaf.path)
+        except KeyError:
+          raise RequestError(code_pb2.INTERNAL,
+                             f"the environment's observation has no {leaf.label}") from None
+      try:
+        result[uid] = _specs.observation_value(leaf, value)
+      except ValueError as e:
+        raise RequestError(code_pb2.INTERNAL, str(e)) from None
+    return result
+
+
+class _Session:
+  """The state of one stream: which world it joined and which it created."""
+
+  def __init__(self, servicer: "EnvironmentServicer"):
+    self._servicer = servicer
+    self._lock = threading.Lock()
+    self._joined: Optional[_World] = None
+    self._created: Set[str] = set()
+    self._ended = False
+
+  def handle(self, data: bytes) -> bytes:
+    """Answers one request's bytes with one response's bytes; never raises."""
+    try:
+      with self._lock:
+        if self._ended:
+          raise RequestError(code_pb2.CANCELLED, "the stream has ended")
+        if data[:1] == _STEP_TAG:
+          return self._step(data)
+        return self._dispatch(data)
+    except RequestError as e:
+      return error_response(e.code, e.message)
+    except Exception as e:  # a bug of ours: say so, keep the stream
+      _log.exception("unexpected error answering a request")
+      return error_response(code_pb2.INTERNAL, f"server error: {type(e).__name__}: {e}")
+
+  def _dispatch(self, data: bytes) -> bytes:
+    try:
+      request = dm_env_rpc_pb2.EnvironmentRequest.FromString(data)
+    except protobuf_message.DecodeError as e:
+      raise RequestError(code_pb2.INVALID_ARGUMENT,
+                         f"malformed request: not an EnvironmentRequest ({e})") from None
+    kind = request.WhichOneof("payload")
+    if kind is None:
+      raise RequestError(code_pb2.INVALID_ARGUMENT, "request without a payload")
+    if kind == "step":
+      return self._step(data, parsed=True)
+    response = dm_env_rpc_pb2.EnvironmentResponse()
+    getattr(self, "_" + kind)(getattr(request, kind), response)
+    return response.SerializeToString()
+
+  def _world(self, request_name: str) -> _World:
+    if self._joined is None:
+      raise RequestError(code_pb2.FAILED_PRECONDITION,
+                         f"{request_name} before JoinWorld: join a world first")
+    return self._joined
+
+  def _step(self, data: bytes, parsed: bool = False) -> bytes:
+    world = self._world("Step")
+    try:
+      actions, requested = codec.decode_step_request(data)
+    except (ValueError, TypeError) as e:
+      if not parsed:  # maybe a valid request whose later field is another payload
+        try:
+          request = dm_env_rpc_pb2.EnvironmentRequest.FromString(data)
+        except protobuf_message.DecodeError:
+          request = None
+        if request is not None and request.WhichOneof("payload") not in (None, "step"):
+          return self._dispatch(data)
+      raise RequestError(code_pb2.INVALID_ARGUMENT, f"malformed step request: {e}") from None
+    for uid in requested:
+      if uid not in world.observations:
+        raise RequestError(
+            code_pb2.INVALID_ARGUMENT,
+            f"requested observation uid {uid} is not in the specs "
+            f"(observations: {sorted(world.observations)})")
+    with world.lock:
+      if world.closed:
+        raise RequestError(code_pb2.FAILED_PRECONDITION, f"world {world.name!r} was destroyed")
+      return world.step(actions, requested)
+
+  # Everything but Step: (request message, response to fill).
+
+  def _create_world(self, request, response):
+    try:
+      settings = {key: _python_value(tensor_utils.unpack_tensor(tensor))
+                  for key, tensor in request.settings.items()}
+    except (ValueError, TypeError) as e:
+      raise RequestError(code_pb2.INVALID_ARGUMENT, f"malformed settings: {e}") from None
+    name = self._servicer._create(settings, self)
+    self._created.add(name)
+    response.create_world.world_name = name
+
+  def _join_world(self, request, response):
+    if self._joined is not None:
+      raise RequestError(code_pb2.FAILED_PRECONDITION,
+                         f"already joined to world {self._joined.name!r}; leave it first")
+    _refuse_settings("JoinWorld", request.settings)
+    world = self._servicer._find(request.world_name)
+    with world.lock:
+      if world.closed:
+        raise RequestError(code_pb2.NOT_FOUND, f"no world named {request.world_name!r}")
+      if world.joined_by is not None:
+        raise RequestError(code_pb2.FAILED_PRECONDITION,
+                           f"world {world.name!r} is joined by another stream")
+      world.joined_by = self
+      world.restart = True
+    self._joined = world
+    response.join_world.specs.CopyFrom(world.specs_message)
+
+  def _leave_world(self, request, response):
+    del request
+    self._leave()
+    response.leave_world.SetInParent()
+
+  def _leave(self):
+    world, self._joined = self._joined, None
+    if world is None:
+      return
+    with world.lock:
+      world.joined_by = None
+      orphan = world.creator is None and not world.closed
+    if orphan:  # its creator's stream ended while we were joined
+      self._servicer._destroy(world)
+
+  def _reset(self, request, response):
+    world = self._world("Reset")
+    _refuse_settings("Reset", request.settings)
+    with world.lock:
+      world.restart = True
+    response.reset.specs.CopyFrom(world.specs_message)
+
+  def _reset_world(self, request, response):
+    world = self._servicer._find(request.world_name)
+    _refuse_settings("ResetWorld", request.settings)
+    with world.lock:
+      world.restart = True
+    response.reset_world.SetInParent()
+
+  def _destroy_world(self, request, response):
+    world = self._servicer._find(request.world_name)
+    with world.lock:
+      if world.joined_by is not None:
+        raise RequestError(code_pb2.FAILED_PRECONDITION,
+                           f"world {world.name!r} is joined; leave it before destroying it")
+    self._servicer._destroy(world)
+    self._created.discard(world.name)
+    response.destroy_world.SetInParent()
+
+  def _extension(self, request, response):
+    if not _properties.is_property_request(request):
+      raise RequestError(code_pb2.UNIMPLEMENTED,
+                         f"extension {request.type_url!r} is not supported by this server")
+    world = self._world("a properties request")
+    with world.lock:
+      try:
+        response.extension.CopyFrom(_properties.handle(world.env, request))
+      except _properties.PropertyError as e:
+        raise RequestError(e.code, str(e)) from None
+
+  def end(self) -> None:
+    """The stream is over: leave, and destroy what this stream created.  Idempotent."""
+    with self._lock:
+      if self._ended:
+        return
+      self._ended = True
+      self._leave()
+      for name in sorted(self._created):
+        world = self._servicer._get(name)
+        if world is None:
+          continue
+        with world.lock:
+          world.creator = None
+          in_use = world.joined_by is not None
+        if not in_use:
+          self._servicer._destroy(world)
+      self._created.clear()
+
+
+class EnvironmentServicer:
+  """Serves `/dm_env_rpc.v1.Environment/Process`, one environment per world.
+
+  Args:
+    make_env: called as `make_env(**settings)` by CreateWorld, with the
+      request's settings as Python values (numpy scalars become int, float,
+      bool or str; arrays stay arrays); returns a `dm_env.Environment`.
+
+  Use `serve()` for a ready server, or `add_to_server(server)` to host the
+  service in a `grpc.server` of your own (streams carry raw bytes; give the
+  server enough worker threads, one per concurrent stream).
+  """
+
+  def __init__(self, make_env: MakeEnv):
+    if not callable(make_env):
+      raise TypeError(f"make_env must be callable, not {type(make_env).__name__}")
+    self._make_env = make_env
+    self._lock = threading.Lock()
+    self._worlds: Dict[str, _World] = {}
+    self._numbers = itertools.count(1)
+    self._closed = False
+
+  def Process(self, request_iterator, context):  # pylint: disable=invalid-name
+    """The stream: one response (bytes) per request (bytes), in order."""
+    session = _Session(self)
+    if context is not None:
+      context.add_callback(session.end)  # runs however the RPC ends
+    try:
+      for data in request_iterator:
+        yield session.handle(data)
+    finally:
+      session.end()
+
+  def add_to_server(self, server: grpc.Server) -> None:
+    """Registers the service in `server` (call before `server.start()`)."""
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {"Process": grpc.stream_stream_rpc_method_handler(self.Process)})
+    server.add_generic_rpc_handlers((handler,))
+
+  @property
+  def world_names(self):
+    """The names of the worlds that exist now."""
+    with self._lock:
+      return sorted(self._worlds)
+
+  def close(self) -> None:
+    """Closes every environment; later CreateWorld requests are refused."""
+    with self._lock:
+      self._closed = True
+      worlds = list(self._worlds.values())
+      self._worlds.clear()
+    for world in worlds:
+      with world.lock:
+        world.close()
+
+  # The world registry, for the sessions.
+
+  def _create(self, settings, creator: _Session) -> str:
+    if self._closed:
+      raise RequestError(code_pb2.UNAVAILABLE, "the server is shutting down")
+    try:
+      env = self._make_env(**settings)
+    except Exception as e:
+      _log.info("make_env(%s) raised %r", ", ".join(sorted(settings)), e)
+      raise RequestError(code_pb2.INVALID_ARGUMENT,
+                         f"could not create the environment with settings "
+                         f"{sorted(settings)}: {type(e).__name__}: {e}") from None
+    try:
+      env_specs = _specs.EnvSpecs.of(env)
+    except Exception as e:
+      try:
+        env.close()
+      except Exception:
+        _log.exception("closing an environment whose specs failed")
+      raise RequestError(code_pb2.INTERNAL,
+                         f"the environment's specs cannot be served: {type(e).__name__}: {e}") from None
+    with self._lock:
+      name = f"world_{next(self._numbers)}"
+      world = _World(name, env, env_specs, creator)
+      closed = self._closed
+      if not closed:
+        self._worlds[name] = world
+    if closed:
+      with world.lock:
+        world.close()
+      raise RequestError(code_pb2.UNAVAILABLE, "the server is shutting down")
+    return name
+
+  def _get(self, name: str) -> Optional[_World]:
+    with self._lock:
+      return self._worlds.get(name)
+
+  def _find(self, name: str) -> _World:
+    world = self._get(name)
+    if world is None:
+      raise RequestError(code_pb2.NOT_FOUND, f"no world named {name!r}")
+    return world
+
+  def _destroy(self, world: _World) -> None:
+    with self._lock:
+      if self._worlds.get(world.name) is world:
+        del self._worlds[world.name]
+    with world.lock:
+      world.close()

@@ -1,0 +1,240 @@
+"""From dm_env specs to dm_env_rpc TensorSpecs, and the checks a step makes.
+
+A dm_env spec may be one `specs.Array` or a nest of them in dicts, lists and
+tuples.  dm_env_rpc's specs are flat maps of UID to named TensorSpec, so a
+nest is flattened: each leaf is named by its path joined with the key
+separator of dm_env_rpc's adaptor ("."), list and tuple positions by their
+index.  Dict keys are taken in sorted order, so the same spec always gets the
+same UIDs, counted from 1 in that order.  A lone, un-nested spec is named by
+its own `name`, or "action" / "observation" when it has none.
+"""
+import dataclasses
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from dm_env import specs
+import numpy as np
+
+from dm_env_rpc_fast.codec import _common
+from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
+from dm_env_rpc_fast.v1 import tensor_spec_utils
+
+SEPARATOR = "."
+REWARD = "reward"
+DISCOUNT = "discount"
+
+
+class SpecError(ValueError):
+  """The environment's specs cannot be expressed in dm_env_rpc."""
+
+
+def _walk(nest, path: Tuple) -> Iterator[Tuple[Tuple, specs.Array]]:
+  if isinstance(nest, specs.Array):
+    yield path, nest
+  elif isinstance(nest, Mapping):
+    for key in sorted(nest):
+      if not isinstance(key, str):
+        raise SpecError(f"spec keys must be strings, not {key!r} at {_name(path) or 'the top'}")
+      if SEPARATOR in key:
+        raise SpecError(f"spec key {key!r} contains the key separator {SEPARATOR!r}")
+      yield from _walk(nest[key], path + (key,))
+  elif isinstance(nest, (list, tuple)):
+    for index, item in enumerate(nest):
+      yield from _walk(item, path + (index,))
+  else:
+    raise SpecError(f"{_name(path) or 'the spec'} is a {type(nest).__name__}, not a dm_env.specs.Array")
+
+
+def _name(path: Tuple) -> str:
+  return SEPARATOR.join(str(part) for part in path)
+
+
+def _is_string(spec: specs.Array) -> bool:
+  return isinstance(spec, specs.StringArray) or np.dtype(spec.dtype).kind in "OUS"
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+  """One tensor of a spec: where it sits in the nest and what it must be."""
+  uid: int
+  name: str
+  path: Tuple
+  spec: specs.Array
+  kind: int                 # dm_env_rpc DataType
+  dtype: Optional[np.dtype]  # None for strings
+  shape: Tuple[int, ...]
+  minimum: Optional[np.ndarray]
+  maximum: Optional[np.ndarray]
+
+  @property
+  def label(self) -> str:
+    return f"'{self.name}' (uid {self.uid})"
+
+  def tensor_spec(self) -> dm_env_rpc_pb2.TensorSpec:
+    result = dm_env_rpc_pb2.TensorSpec(name=self.name, shape=self.shape, dtype=self.kind)
+    if self.minimum is not None or self.maximum is not None:
+      tensor_spec_utils.set_bounds(result, _compact(self.minimum), _compact(self.maximum))
+    return result
+
+  def check(self, value, what: str):
+    """`value` as this leaf's array, or ValueError naming what is wrong with it."""
+    if self.dtype is None:
+      array = np.asarray(value)
+      if array.dtype.kind not in "US" and not (array.dtype.kind == "O" and all(
+          isinstance(v, str) for v in array.flat)):
+        raise ValueError(f"{what} {self.label} must be strings, not {array.dtype}")
+    else:
+      array = value if isinstance(value, np.ndarray) else np.asarray(value)
+      if array.dtype != self.dtype:
+        raise ValueError(f"{what} {self.label} has dtype {array.dtype}; its spec says {self.dtype}")
+    if array.shape != self.shape:
+      raise ValueError(f"{what} {self.label} has shape {list(array.shape)}; "
+                       f"its spec says {list(self.shape)}")
+    for bound, fails, side in ((self.minimum, np.less, "below its minimum"),
+                               (self.maximum, np.greater, "above its maximum")):
+      if bound is not None:
+        bad = fails(array, bound)
+        if bad.any():
+          index = tuple(int(i) for i in np.argwhere(bad)[0]) if array.ndim else ()
+          where = f"element {list(index)} is " if index else ""
+          raise ValueError(f"{what} {self.label} is {side}: {where}{array[index].item()!r}, "
+                           f"the bound is {bound[index].item()!r}")
+    return array
+
+
+def _compact(bound: Optional[np.ndarray]):
+  """A scalar when every element of the bound is the same (a shorter spec)."""
+  if bound is None:
+    return None
+  flat = bound.ravel()
+  if flat.size and (flat == flat[0]).all():
+    return flat[0]
+  return bound
+
+
+def _leaf(uid: int, name: str, path: Tuple, spec: specs.Array) -> Leaf:
+  shape = tuple(int(d) for d in spec.shape)
+  if _is_string(spec):
+    return Leaf(uid, name, path, spec, dm_env_rpc_pb2.DataType.STRING, None, shape, None, None)
+  dtype = np.dtype(spec.dtype)
+  try:
+    kind = _common.kind_of(dtype)
+  except TypeError:
+    raise SpecError(f"{name!r} has dtype {dtype}, which dm_env_rpc cannot carry") from None
+  minimum = maximum = None
+  if isinstance(spec, specs.BoundedArray) and dtype.kind in "iuf":
+    minimum = np.broadcast_to(np.asarray(spec.minimum, dtype), shape)
+    maximum = np.broadcast_to(np.asarray(spec.maximum, dtype), shape)
+    if dtype.kind == "f":  # infinite bounds bound nothing
+      minimum = None if np.isneginf(minimum).all() else minimum
+      maximum = None if np.isposinf(maximum).all() else maximum
+  return Leaf(uid, name, path, spec, kind, dtype, shape, minimum, maximum)
+
+
+def leaves(nest, default_name: str, first_uid: int = 1) -> List[Leaf]:
+  """The leaves of a spec nest, with names and UIDs (see the module docstring)."""
+  result = []
+  for uid, (path, spec) in enumerate(_walk(nest, ()), start=first_uid):
+    name = _name(path) if path else (spec.name or default_name)
+    result.append(_leaf(uid, name, path, spec))
+  return result
+
+
+def _scalar_spec(spec, what: str) -> specs.Array:
+  if not isinstance(spec, specs.Array):
+    raise SpecError(f"the {what} spec must be a single dm_env.specs.Array, not {type(spec).__name__}")
+  return spec
+
+
+@dataclasses.dataclass
+class EnvSpecs:
+  """An environment's specs, flattened: what JoinWorld sends and Step checks."""
+  actions: List[Leaf]
+  observations: List[Leaf]
+  nested_actions: Any  # the action spec as the environment gave it
+  reward_uid: int
+  discount_uid: int
+
+  @classmethod
+  def of(cls, env) -> "EnvSpecs":
+    """Reads `env`'s four specs; SpecError if dm_env_rpc cannot express them."""
+    actions = leaves(env.action_spec(), "action")
+    observations = leaves(env.observation_spec(), "observation")
+    names = [leaf.name for leaf in observations]
+    for reserved in (REWARD, DISCOUNT):
+      if reserved in names:
+        raise SpecError(f"an observation is named {reserved!r}, the name dm_env_rpc gives the "
+                        f"{reserved}; rename it")
+    reward_uid = len(observations) + 1
+    observations.append(_leaf(reward_uid, REWARD, None, _scalar_spec(env.reward_spec(), REWARD)))
+    discount_uid = reward_uid + 1
+    observations.append(_leaf(discount_uid, DISCOUNT, None,
+                              _scalar_spec(env.discount_spec(), DISCOUNT)))
+    return cls(actions, observations, env.action_spec(), reward_uid, discount_uid)
+
+  def message(self) -> dm_env_rpc_pb2.ActionObservationSpecs:
+    result = dm_env_rpc_pb2.ActionObservationSpecs()
+    for leaf in self.actions:
+      result.actions[leaf.uid].CopyFrom(leaf.tensor_spec())
+    for leaf in self.observations:
+      result.observations[leaf.uid].CopyFrom(leaf.tensor_spec())
+    return result
+
+  def build_action(self, values: Mapping[int, Any]):
+    """The action nest `env.step` takes, from {uid: value} for every action leaf."""
+    if len(self.actions) == 1 and not self.actions[0].path:
+      return values[self.actions[0].uid]
+    return _rebuild(self.nested_actions, (), {leaf.path: values[leaf.uid] for leaf in self.actions})
+
+
+def _rebuild(nest, path: Tuple, by_path: Dict[Tuple, Any]):
+  if isinstance(nest, specs.Array):
+    return by_path[path]
+  if isinstance(nest, Mapping):
+    return {key: _rebuild(nest[key], path + (key,), by_path) for key in nest}
+  items = [_rebuild(item, path + (i,), by_path) for i, item in enumerate(nest)]
+  return type(nest)(items) if isinstance(nest, tuple) and not hasattr(nest, "_fields") else (
+      type(nest)(*items) if isinstance(nest, tuple) else items)
+
+
+def lookup(nest, path: Sequence):
+  """The value at `path` in an observation nest; KeyError naming the path."""
+  node = nest
+  for part in path:
+    try:
+      node = node[part]
+    except (KeyError, IndexError, TypeError):
+      raise KeyError(_name(path)) from None
+  return node
+
+
+def observation_value(leaf: Leaf, value):
+  """An environment's observation as the array its spec promises.
+
+  Python scalars and safe casts (float32 into a float64 spec, say) are
+  converted; anything else that breaks the spec is the environment's bug and
+  raises ValueError naming the observation.
+  """
+  if type(value) is np.ndarray and value.dtype == leaf.dtype and value.shape == leaf.shape:
+    return value
+  if leaf.dtype is None:
+    return leaf.check(value, "the environment's observation")
+  if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+    try:
+      array = np.asarray(value, dtype=leaf.dtype)
+    except OverflowError:
+      raise ValueError(f"the environment's observation {leaf.label} is {value!r}, which does not "
+                       f"fit its spec's dtype {leaf.dtype}") from None
+    if isinstance(value, int) and array.item() != value:  # out of the dtype's range
+      raise ValueError(f"the environment's observation {leaf.label} is {value!r}, which does not "
+                       f"fit its spec's dtype {leaf.dtype}")
+  else:
+    array = np.asarray(value)
+    if array.dtype != leaf.dtype:
+      if not np.can_cast(array.dtype, leaf.dtype, "safe"):
+        raise ValueError(f"the environment's observation {leaf.label} has dtype {array.dtype}; "
+                         f"its spec says {leaf.dtype}")
+      array = array.astype(leaf.dtype)
+  if array.shape != leaf.shape:
+    raise ValueError(f"the environment's observation {leaf.label} has shape {list(array.shape)}; "
+                     f"its spec says {list(leaf.shape)}")
+  return array

@@ -4,7 +4,8 @@
 episode_length=1000)` gives an environment with:
 
 - observations `obs_0` ... `obs_{n-1}`, each an array of `dtype` and `shape`
-  holding `pattern(dtype, shape, i)`: the same values on every step, so a
+  holding `pattern(dtype, shape, i)` ((arange + i) % 251 cast to dtype; for
+  bool, True where that is odd): the same values on every step, so a
   client can check what it decoded, but encoded afresh by the server on every
   step like any other observation;
 - one action, `action`: an int32 scalar in [0, 255] that the environment
@@ -24,7 +25,7 @@ import numpy as np
 
 
 def pattern(dtype, shape: Sequence[int], index: int = 0) -> np.ndarray:
-  """The values of observation `obs_{index}`: (arange + index) % 251, cast."""
+  """The values of observation `obs_{index}`: (arange + index) % 251, cast (bool: odd)."""
   dtype = np.dtype(dtype)
   shape = tuple(int(d) for d in shape)
   count = int(np.prod(shape, dtype=np.int64))

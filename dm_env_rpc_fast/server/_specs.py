@@ -90,6 +90,12 @@ class Leaf:
     if array.shape != self.shape:
       raise ValueError(f"{what} {self.label} has shape {list(array.shape)}; "
                        f"its spec says {list(self.shape)}")
+    if not array.ndim and self.minimum is not None and self.maximum is not None:
+      # The common case (a bounded scalar), in plain Python: a step runs this for
+      # every action, and two numpy ufuncs on a 0-d array cost more than the rest.
+      item = array.item()
+      if self.minimum.item() <= item <= self.maximum.item() or item != item:  # NaN: as np.less
+        return array
     for bound, fails, side in ((self.minimum, np.less, "below its minimum"),
                                (self.maximum, np.greater, "above its maximum")):
       if bound is not None:

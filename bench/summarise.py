@@ -20,7 +20,8 @@ KIB = 1024
 BULK = 64 * KIB  # the bandwidth targets are about bulk arrays: 64 KiB and up
 NOISY = 0.25  # IQR/median above this: the verdict may be the machine's, not the code's
 FIXED_WIDTH = ("float32", "float64", "int8", "uint8")
-COPIED = ("float32", "float64")  # int8/uint8 decode to views even when copying
+COPIED = ("float32", "float64")
+CODEC_OPS = ("encode", "decode", "decode_zc", "memcpy")  # int8/uint8 decode to views even when copying
 VARINT = ("int32", "int64", "uint32", "uint64")
 SECTIONS = (
     ("encode", "Encode (value -> wire bytes)"),
@@ -246,6 +247,25 @@ def target_table(rows, verdicts):
   return lines
 
 
+def other_table(benches):
+  """pack_tensor / unpack_tensor and end-to-end steps: median, rate, ratio to upstream."""
+  def impl(bench):
+    info = bench.get("extra_info", {})
+    return info.get("impl") or info.get("client")
+
+  upstream = {b.get("group"): b["stats"]["median"] for b in benches if impl(b) == "upstream"}
+  lines = ["| benchmark | median | per second | vs upstream | spread |",
+           "|---|---:|---:|---:|---:|"]
+  for bench in benches:
+    median = bench["stats"]["median"]
+    base = upstream.get(bench.get("group"))
+    ratio = "—" if base is None or impl(bench) == "upstream" else f"{base / median:.3g}x"
+    spread = bench["stats"]["iqr"] / median if median else 0.0
+    lines.append(f"| {bench['name'].split('[', 1)[-1].rstrip(']')} | {fmt_time(median)} | "
+                 f"{1 / median:,.0f} | {ratio} | {spread:.0%} |")
+  return lines
+
+
 def header(data, rows):
   machine = data.get("machine_info", {})
   ours = machine.get("dm_env_rpc_fast_bench", {})
@@ -285,8 +305,10 @@ def main(argv=None):
   args = parser.parse_args(argv)
   with open(args.json) as f:
     data = json.load(f)
-  rows = [Row(b) for b in data.get("benchmarks", []) if "op" in b.get("extra_info", {})]
-  if not rows:
+  benches = data.get("benchmarks", [])
+  rows = [Row(b) for b in benches if b.get("extra_info", {}).get("op") in CODEC_OPS]
+  others = [b for b in benches if b.get("extra_info", {}).get("op") not in CODEC_OPS]
+  if not rows and not others:
     sys.exit(f"{args.json}: no codec benchmarks in it (was it run with --benchmark-only?)")
   wrong = [row.id for row in rows if not row.correct]
   ctx = Context(rows)
@@ -296,7 +318,11 @@ def main(argv=None):
     chosen = [r for r in rows if r.section == section]
     if chosen:
       out += ["", f"### {title}", ""] + case_table(chosen, ctx, verdicts)
-  out += ["", "### Targets", ""] + target_table(rows, verdicts)
+  if others:
+    out += ["", "### tensor_utils and end to end (upstream = dm-env-rpc in the same group)", ""]
+    out += other_table(others)
+  if rows:
+    out += ["", "### Targets", ""] + target_table(rows, verdicts)
   if wrong:
     out += ["", f"**{len(wrong)} benchmark(s) returned a wrong result** (their times are shown "
             "but count as FAIL; see the pytest output): " + ", ".join(wrong)]

@@ -1,20 +1,24 @@
 """Tensor encode / decode: every implementation, dtype and size, side by side.
 
+The same cases and implementations as `dm-env-rpc-fast bench`'s codec section
+(`dm_env_rpc_fast.benchmark.cases` / `.impls`), with more of them: every
+numeric dtype, both data sets of the varint dtypes, the (84,84,3) shape, and
+the zero-copy decode.
+
 Ids read `<op>-<dtype>[_<variant>]-<size>-<impl>`, e.g. `encode-float32-1MB-native`,
 `decode_zc-float64-84x84x3-pure`, `decode-int64_small-64KB-upstream`.  Each group
 (`<op>-<dtype>-<size>`) holds the implementations of one case, run back to back.
 
-Every benchmark also checks its result: encoders must return protobuf's exact
-bytes, decoders the original array (dtype and shape included).
+Every benchmark also checks its result, with the harness's checks: encoders
+must return protobuf's exact bytes, decoders the original array (dtype and
+shape included), our copying decode a writable copy and our zero-copy decode a
+read-only view of the wire bytes (float32/float64).
 """
 
-import numpy as np
 import pytest
 
-from bench_cases import (BACKENDS, COPIED_FIXED_WIDTH, DATA_KINDS, FIXED_WIDTH, IMPLS, SIZES,
-                         assert_same_bytes, check_decoded, check_parsed, checked, count_faults, get_case,
-                         kind_label, protobuf_decode, record, require_backend, upstream_decode,
-                         upstream_encode)
+from bench_cases import (BACKENDS, DATA_KINDS, FIXED_WIDTH, IMPLS, SIZES, call_for, checked,
+                         count_faults, get_case, kind_label, record)
 
 
 def _params(ops):
@@ -34,50 +38,14 @@ def _params(ops):
   return params
 
 
-@pytest.mark.parametrize("op, dtype, variant, size, impl", _params(["encode"]))
-def test_encode(benchmark, op, dtype, variant, size, impl):
+@pytest.mark.parametrize("op, dtype, variant, size, impl",
+                         _params(["encode", "decode", "decode_zc"]))
+def test_codec(benchmark, op, dtype, variant, size, impl):
   case = get_case(dtype, variant, size)
-  if impl in BACKENDS:
-    fn, args = require_backend(impl).encode_tensor, (case.value,)
-  elif impl == "upstream":
-    fn, args = upstream_encode, (case.value,)
-  else:  # protobuf: serialising a message that is already built
-    fn, args = case.message.SerializeToString, ()
+  call = call_for(op, impl, case)
   record(benchmark, group=f"{op}-{case.label}", op=op, dtype=dtype, variant=variant,
          size=size, impl=impl, nbytes=case.nbytes, offset=None)
-  assert_same_bytes(benchmark(fn, *args), case.wire)
+  call.check(benchmark(call.fn))
   checked(benchmark)
   if benchmark.enabled:
-    count_faults(benchmark, fn, *args)
-
-
-@pytest.mark.parametrize("op, dtype, variant, size, impl", _params(["decode", "decode_zc"]))
-def test_decode(benchmark, op, dtype, variant, size, impl):
-  case = get_case(dtype, variant, size)
-  kwargs = {}
-  if impl in BACKENDS:
-    fn = require_backend(impl).decode_tensor
-    if op == "decode_zc":
-      kwargs = {"zero_copy": True}
-  elif impl == "upstream":
-    fn = upstream_decode
-  else:  # protobuf: parsing into a message, no numpy at all
-    fn = protobuf_decode
-  record(benchmark, group=f"{op}-{case.label}", op=op, dtype=dtype, variant=variant,
-         size=size, impl=impl, nbytes=case.nbytes, offset=None)
-  result = benchmark(fn, case.wire, **kwargs)
-  if impl == "protobuf":
-    check_parsed(result, case)
-  else:
-    check_decoded(result, case)
-  # Make sure each op measures what its name says: a view of the wire bytes
-  # or a fresh copy.
-  if impl in BACKENDS and dtype in COPIED_FIXED_WIDTH and size != "scalar":
-    shares = np.shares_memory(result, np.frombuffer(case.wire, np.uint8))
-    if op == "decode_zc":
-      assert shares and not result.flags.writeable, "zero_copy decode did not return a view"
-    else:
-      assert not shares and result.flags.writeable, "copying decode returned a view"
-  checked(benchmark)
-  if benchmark.enabled:
-    count_faults(benchmark, fn, case.wire, **kwargs)
+    count_faults(benchmark, call.fn)

@@ -1,0 +1,542 @@
+"""What the harness prints and writes: versions, tables, summary, JSON, plot, progress."""
+
+import datetime
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, TextIO
+
+from dm_env_rpc_fast.benchmark import cases as cases_lib
+from dm_env_rpc_fast.benchmark import codec_bench
+from dm_env_rpc_fast.benchmark import e2e
+from dm_env_rpc_fast.benchmark import impls
+from dm_env_rpc_fast.benchmark import timing
+
+NOISY_MARK = "~"
+VIEW_MARK = "v"
+IMPL_TITLES = {"native": "native", "pure": "pure", "upstream": "upstream",
+               "protobuf": "protobuf", "memcpy": "memcpy"}
+
+
+# ---------------------------------------------------------------------------
+# The machine and the versions.
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _os_name() -> str:
+  try:
+    release = platform.freedesktop_os_release()
+    distro = release.get("PRETTY_NAME") or release.get("NAME")
+  except (OSError, AttributeError):
+    distro = None
+  kernel = f"{platform.system()} {platform.release()} {platform.machine()}"
+  return f"{distro}, {kernel}" if distro else kernel
+
+
+def _version(distribution: str) -> Optional[str]:
+  from importlib import metadata
+  try:
+    return metadata.version(distribution)
+  except metadata.PackageNotFoundError:
+    return None
+
+
+def environment() -> Dict[str, Any]:
+  """The machine, OS, Python and library versions, for the header and the JSON."""
+  import numpy as np
+  import google.protobuf
+  from google.protobuf.internal import api_implementation
+  import grpc
+  import dm_env_rpc_fast
+  from dm_env_rpc_fast import codec
+
+  backends = {}
+  for name in impls.BACKENDS:
+    module, why = impls.backend(name)
+    backends[name] = "available" if module is not None else f"unavailable ({why})"
+  try:
+    affinity = len(os.sched_getaffinity(0))
+  except AttributeError:
+    affinity = None
+  return {
+      "cpu": _cpu_model(),
+      "cpu_count": os.cpu_count(),
+      "cpus_usable": affinity,
+      "os": _os_name(),
+      "python": f"{platform.python_implementation()} {platform.python_version()}",
+      "numpy": np.__version__,
+      "protobuf": f"{google.protobuf.__version__} ({api_implementation.Type()})",
+      "grpcio": grpc.__version__,
+      "dm_env_rpc_fast": dm_env_rpc_fast.__version__,
+      "backend": codec.BACKEND,
+      "backends": backends,
+      "dm_env_rpc": impls.upstream_version(),
+      "matplotlib": _version("matplotlib"),
+  }
+
+
+def header_lines(env: Dict[str, Any], settings: Dict[str, Any]) -> List[str]:
+  cores = f"{env['cpu_count']} cores"
+  if env.get("cpus_usable") and env["cpus_usable"] != env["cpu_count"]:
+    cores += f" ({env['cpus_usable']} usable)"
+  backends = ", ".join(f"{k} {v}" for k, v in env["backends"].items())
+  upstream = f"dm-env-rpc {env['dm_env_rpc']}" if env["dm_env_rpc"] else "dm-env-rpc not installed"
+  if env["dm_env_rpc"] and not settings["upstream"]:
+    upstream += " (left out: --no-upstream)"
+  return [
+      f"dm-env-rpc-fast bench ({settings['mode']} mode: {settings['passes']} passes per codec "
+      f"cell, {settings['e2e_passes']} per end-to-end cell; started {settings['started']})",
+      f"  machine    {env['cpu']}, {cores}; {env['os']}",
+      f"  python     {env['python']}; numpy {env['numpy']}, protobuf {env['protobuf']}, "
+      f"grpcio {env['grpcio']}",
+      f"  library    dm-env-rpc-fast {env['dm_env_rpc_fast']}, live backend {env['backend']} "
+      f"({backends})",
+      f"  upstream   {upstream}",
+      f"  allocator  {settings['allocator']}",
+  ]
+
+
+# ---------------------------------------------------------------------------
+# Number formatting.
+
+def fmt_rate(value: Optional[float]) -> str:
+  if value is None:
+    return "-"
+  if value >= 1e6:
+    return f"{value:.1e}".replace("e+0", "e").replace("e+", "e")
+  if value >= 100:
+    return f"{value:,.0f}"
+  if value >= 10:
+    return f"{value:.1f}"
+  return f"{value:.2f}"
+
+
+def fmt_time(seconds: Optional[float]) -> str:
+  if seconds is None:
+    return "-"
+  us = seconds * 1e6
+  if us < 10:
+    return f"{us:.2f}us"
+  if us < 1000:
+    return f"{us:.0f}us"
+  return f"{us / 1000:.1f}ms"
+
+
+def fmt_ratio(value: Optional[float]) -> str:
+  if value is None:
+    return "-"
+  if value >= 100:
+    return f"{value:,.0f}x"
+  if value >= 10:
+    return f"{value:.0f}x"
+  return f"{value:.1f}x"
+
+
+def fmt_pct(value: Optional[float]) -> str:
+  return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _table(rows: List[List[str]], aligns: str) -> List[str]:
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  out = []
+  for r in rows:
+    cells = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(r, widths, aligns)]
+    out.append("  ".join(cells).rstrip())
+  return out
+
+
+class Notes:
+  """The lines under a table: failures, unavailable implementations, markers used."""
+
+  def __init__(self):
+    self.failures: List[str] = []
+    self.unavailable: Dict[str, str] = {}
+    self.noisy = 0
+    self.views = False
+    self.extra: List[str] = []
+
+  def cell(self, where: str, name: str, cell: timing.Cell) -> None:
+    if cell.status == "FAILED":
+      self.failures.append(f"FAILED  {where} {name}: {cell.reason}")
+    elif not cell.ok:
+      self.unavailable.setdefault(f"{name}: {cell.status} ({cell.reason})", where)
+    elif cell.noisy:
+      self.noisy += 1
+
+  def lines(self) -> List[str]:
+    out = list(self.failures)
+    for text, where in self.unavailable.items():
+      out.append(f"n/a     {text}; first at {where}")
+    if self.noisy:
+      out.append(f"{NOISY_MARK}       passes disagree: max/min of the passes above "
+                 f"{timing.NOISY_SPREAD}x ({self.noisy} cells); the machine was busy, "
+                 "re-run before trusting them")
+    if self.views:
+      out.append(f"{VIEW_MARK}       a view of the wire bytes, as dm-env-rpc returns for int8/uint8: "
+                 "no bytes move, so the figure is the call's fixed cost spread over the array")
+    return out + self.extra
+
+
+def _cell_text(cell: Optional[timing.Cell], figure: str, mark: str = "") -> str:
+  if cell is None:
+    return "-"
+  if cell.status == "FAILED":
+    return "FAILED"
+  if not cell.ok:
+    return "n/a"
+  return figure + mark + (NOISY_MARK if cell.noisy else "")
+
+
+# ---------------------------------------------------------------------------
+# Tables.
+
+def codec_table(rows: Sequence["codec_bench.CodecRow"], op: str,
+                impl_names: Sequence[str]) -> List[str]:
+  rows = [r for r in rows if r.op == op]
+  if not rows:
+    return []
+  notes = Notes()
+  head = ["dtype", "size"] + [IMPL_TITLES[i] for i in impl_names]
+  ratio_cols = [("native/up", "native", "upstream"), ("pure/up", "pure", "upstream"),
+                ("native/memcpy", "memcpy", "native")]
+  head += [c[0] for c in ratio_cols]
+  table = [head]
+  for row in rows:
+    line = [row.kind, row.size]
+    for impl in impl_names:
+      cell = row.cells.get(impl)
+      if row.scalar and impl == "memcpy":
+        line.append("-")  # no array bytes to copy
+        continue
+      if cell is not None:
+        notes.cell(f"{op} {row.kind} {row.size}", impl, cell)
+      view = row.is_view(impl)
+      notes.views |= view and cell is not None and cell.ok
+      figure = fmt_time(row.median(impl)) if row.scalar else fmt_rate(row.mb_per_s(impl))
+      line.append(_cell_text(cell, figure, VIEW_MARK if view else ""))
+    line.append(fmt_ratio(row.ratio("native", "upstream")))
+    line.append(fmt_ratio(row.ratio("pure", "upstream")))
+    # native as a share of memcpy's bandwidth: memcpy's time / native's time.
+    if row.is_view("native"):
+      line.append("view")
+    else:
+      memcpy_share = None if row.scalar else row.ratio("memcpy", "native")
+      line.append(fmt_pct(None if memcpy_share is None else 1 / memcpy_share))
+    table.append(line)
+  if any(r.dtype in cases_lib.VARINT for r in rows):
+    notes.extra.append("        _full: uniform over the dtype's range (negatives of signed types "
+                       "take 10 bytes each on the wire); _small: 0..127 (1 byte each)")
+  title = (f"Codec {codec_bench.OP_TITLES[op]}\n"
+           "  MB/s of array data (1 MB = 1e6 B; sizes: 1KB = 1024 B), median of the passes; "
+           "scalars in microseconds per call")
+  return [title, ""] + ["  " + line for line in _table(table, "ll" + "r" * (len(head) - 2))] \
+      + _indent(notes.lines())
+
+
+def _indent(lines: List[str]) -> List[str]:
+  return ["  " + line for line in lines] if lines else []
+
+
+def e2e_table(cases: Sequence["e2e.E2ECase"], passes: int) -> List[str]:
+  if not cases:
+    return []
+  notes = Notes()
+  head = ["observation", "bytes/step"] + ["ceiling", "raw->ours", "fast", "fast zc", "upstream"] \
+      + ["fast/up", "zc/up"]
+  table = [head]
+  for case in cases:
+    line = [case.label, f"{case.response_bytes:,}" if case.response_bytes else "-"]
+    for name in e2e.CLIENTS:
+      cell = case.cells.get(name)
+      if cell is not None:
+        notes.cell(case.label, name, cell)
+      rate = case.steps_per_s(name)
+      figure = "-" if rate is None else f"{rate:,.0f}/s"
+      share = case.of_ceiling(name)
+      if name != "ceiling" and share is not None:
+        figure += f" ({fmt_pct(share)})"
+      line.append(_cell_text(cell, figure))
+    for name in ("fast", "fast_zc"):
+      line.append(fmt_ratio(case.speedup(name, "upstream")))
+    table.append(line)
+  title = ("End to end: steps/s over loopback gRPC, median of the passes; (%) of the ceiling and "
+           "x/up paired pass by pass\n"
+           "  ceiling = raw stream against a server answering pre-serialised bytes; every other "
+           "column against our server\n  (`dm-env-rpc-fast serve`, large-observation environment)")
+  lines = [title, ""] + ["  " + line for line in _table(table, "lr" + "r" * (len(head) - 2))]
+  return lines + _indent(notes.lines())
+
+
+def server_cost_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
+  rows = [c for c in cases if c.server_cpu_per_step("raw_ours") or c.server_cpu_per_step("ceiling")]
+  if not cases:
+    return []
+  if not rows:
+    return ["Server cost: not measured (no per-process CPU clock here, or the raw clients failed)"]
+  table = [["observation", "our server", "pre-serialised", "ours/pre-serialised"]]
+  for case in rows:
+    table.append([case.label, fmt_time(case.server_cpu_per_step("raw_ours")),
+                  fmt_time(case.server_cpu_per_step("ceiling")), fmt_ratio(case.server_cost_ratio())])
+  return (["Server cost: CPU time per step of the server process (all threads), both servers "
+           "driven by the raw client", ""]
+          + ["  " + line for line in _table(table, "lrrr")])
+
+
+def target_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
+  dtype, shape = e2e.TARGET_CASE
+  case = next((c for c in cases if c.dtype == dtype and tuple(c.shape) == shape), None)
+  if case is None:
+    return []
+  out = [f"Targets at {case.label}:"]
+  ratio = case.server_cost_ratio()
+  verdict = "-" if ratio is None else ("met" if ratio <= e2e.SERVER_COST_TARGET else "NOT met")
+  out.append(f"  our server's CPU per step <= {e2e.SERVER_COST_TARGET}x the pre-serialised "
+             f"server's: {'-' if ratio is None else f'{ratio:.2f}x'}  {verdict}")
+  for name, title in (("fast", "DmEnvAdaptor"), ("fast_zc", "DmEnvAdaptor zero_copy=True")):
+    share = case.of_ceiling(name)
+    verdict = "-" if share is None else ("met" if share >= e2e.CLIENT_TARGET else "NOT met")
+    out.append(f"  {title} against our server >= {e2e.CLIENT_TARGET:.0%} of the ceiling: "
+               f"{'-' if share is None else f'{100 * share:.1f}%'}  {verdict}")
+  return out
+
+
+def _speedups(rows, impl, base, min_bytes=0):
+  values = [r.ratio(impl, base) for r in rows
+            if r.nbytes >= min_bytes and not r.scalar and not r.is_view(impl)]
+  return [v for v in values if v is not None]
+
+
+def _span(values, fmt) -> str:
+  if len(values) == 1:
+    return fmt(values[0])
+  return f"{fmt(min(values))} to {fmt(max(values))}"
+
+
+def _median(values, fmt) -> str:
+  return f"median {fmt(statistics.median(values))}; " if len(values) > 1 else ""
+
+
+def summary_lines(codec_rows: Sequence["codec_bench.CodecRow"],
+                  cases: Sequence["e2e.E2ECase"], upstream_note: Optional[str] = None) -> List[str]:
+  """Where the library stands, in a few lines (and upstream_note, if given, last)."""
+  out = []
+  for op in codec_bench.OPS:
+    rows = [r for r in codec_rows if r.op == op]
+    for impl in impls.BACKENDS:
+      ups = _speedups(rows, impl, "upstream")
+      views = any(r.is_view(impl) for r in rows)
+      if ups:
+        out.append(f"  codec {op:<6} {impl:<6} {_span(ups, fmt_ratio)} dm-env-rpc's speed "
+                   f"({_median(ups, fmt_ratio)}{len(ups)} array cells"
+                   f"{', views left out' if views else ''})")
+    shares = [1 / v for v in _speedups([r for r in rows if r.dtype in ("float32", "float64")],
+                                       "memcpy", "native", min_bytes=64 * 1024)]
+    if shares:
+      out.append(f"  codec {op:<6} native {_span(shares, fmt_pct)} of memcpy's bandwidth "
+                 f"({_median(shares, fmt_pct)}float32/float64 arrays >= 64KB)")
+  for case in cases:
+    parts = []
+    for name in ("fast", "fast_zc", "upstream"):
+      share = case.of_ceiling(name)
+      if share is not None:
+        parts.append(f"{name} {fmt_pct(share)}")
+    speedup = case.speedup("fast", "upstream")
+    if parts:
+      extra = f"; fast = {fmt_ratio(speedup)} dm-env-rpc's steps/s" if speedup else ""
+      out.append(f"  e2e {case.label}: {', '.join(parts)} of the ceiling{extra}")
+  if upstream_note:
+    out.append(f"  {upstream_note}")
+  return ["Summary"] + out if out else []
+
+
+# ---------------------------------------------------------------------------
+# JSON and plot.
+
+def to_json(env, settings, codec_rows, cases, failures) -> Dict[str, Any]:
+  return {
+      "schema": "dm-env-rpc-fast-bench/1",
+      "created": settings["started"],
+      "settings": settings,
+      "environment": env,
+      "codec": [row.to_json() for row in codec_rows],
+      "e2e": [case.to_json() for case in cases],
+      "failures": failures,
+      "ok": not failures,
+  }
+
+
+class PlotUnavailable(RuntimeError):
+  pass
+
+
+PLOT_HINT = 'matplotlib is needed for --plot: pip install "dm-env-rpc-fast[plot]"'
+
+
+def check_plot_support() -> None:
+  """Raises PlotUnavailable (with the install hint) when matplotlib does not import."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  try:
+    importlib.import_module("matplotlib")
+  except ImportError as e:
+    raise PlotUnavailable(f"{PLOT_HINT} ({e})") from None
+
+
+_STYLE = {
+    "native": ("tab:blue", "-", "o"), "pure": ("tab:green", "-", "s"),
+    "upstream": ("tab:red", "-", "^"), "protobuf": ("tab:gray", ":", "x"),
+    "memcpy": ("black", "--", None),
+    "ceiling": ("black", "--", None), "raw_ours": ("tab:gray", ":", "x"),
+    "fast": ("tab:blue", "-", "o"), "fast_zc": ("tab:cyan", "-", "D"),
+}
+
+
+def plot(path: str, codec_rows, cases, env) -> None:
+  """Throughput against size, one line per implementation (and one per e2e client)."""
+  check_plot_support()
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  kinds = list(dict.fromkeys(r.kind for r in codec_rows if not r.scalar))
+  panels = [(op, kind) for op in codec_bench.OPS for kind in kinds
+            if any(r.op == op and r.kind == kind for r in codec_rows)]
+  ncols = max(1, len(kinds))
+  nrows = (2 if panels else 0) + (1 if cases else 0)
+  if not nrows:
+    raise ValueError("nothing to plot: no array-sized codec cells and no end-to-end cases")
+  fig = plt.figure(figsize=(3.2 * ncols + 1.5, 2.8 * nrows + 0.6), dpi=80)
+  grid = fig.add_gridspec(nrows, ncols)
+  for op_index, op in enumerate(codec_bench.OPS if panels else ()):
+    for col, kind in enumerate(kinds):
+      ax = fig.add_subplot(grid[op_index, col])
+      rows = sorted((r for r in codec_rows if r.op == op and r.kind == kind and not r.scalar),
+                    key=lambda r: r.nbytes)
+      for impl in impls.IMPLS:
+        points = [(r.nbytes, r.mb_per_s(impl)) for r in rows if r.mb_per_s(impl)]
+        if points:
+          color, style, marker = _STYLE[impl]
+          ax.plot(*zip(*points), style, color=color, marker=marker, markersize=4, label=impl)
+      ax.set_xscale("log")
+      ax.set_yscale("log")
+      ax.set_title(f"{op} {kind}", fontsize=9)
+      ax.tick_params(labelsize=7)
+      ax.grid(True, which="major", alpha=0.3)
+      if col == 0:
+        ax.set_ylabel("MB/s of array data", fontsize=8)
+      if op_index == 1:
+        ax.set_xlabel("array bytes", fontsize=8)
+
+  if cases:
+    ax = fig.add_subplot(grid[nrows - 1, :])
+    ordered = sorted(cases, key=lambda c: c.response_bytes or 0)
+    for name in e2e.CLIENTS:
+      points = [(c.response_bytes, c.steps_per_s(name) * c.response_bytes / 1e6)
+                for c in ordered if c.response_bytes and c.steps_per_s(name)]
+      if points:
+        color, style, marker = _STYLE.get(name, ("tab:red", "-", "^"))
+        ax.plot(*zip(*points), style, color=color, marker=marker, markersize=4, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title("end to end over loopback gRPC (response MB/s = steps/s x bytes/step)", fontsize=9)
+    ax.set_xlabel("response bytes per step", fontsize=8)
+    ax.set_ylabel("MB/s", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="best", ncol=len(e2e.CLIENTS))
+  if panels:
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=7, frameon=False)
+  fig.suptitle(f"dm-env-rpc-fast {env['dm_env_rpc_fast']} ({env['backend']}) vs dm-env-rpc "
+               f"{env['dm_env_rpc'] or '(not installed)'}; {env['cpu']}, {env['cpu_count']} cores",
+               fontsize=9, x=0.01, ha="left")
+  fig.tight_layout(rect=(0, 0, 1, 0.97))
+  fig.savefig(path, dpi=72)
+  plt.close(fig)
+  shrink_png(path)
+
+
+def shrink_png(path: str) -> None:
+  """Re-saves a PNG plot with a 64-colour palette (a quarter of the size, same look).
+
+  Uses Pillow, which matplotlib depends on; leaves the file alone without it.
+  """
+  try:
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return
+  with Image.open(path) as image:
+    small = image.convert("RGB").quantize(colors=64, method=0)  # 0: median cut
+  small.save(path, optimize=True)
+
+
+# ---------------------------------------------------------------------------
+# Progress bar.
+
+class Progress:
+  """A one-line progress bar on a terminal (carriage returns, no dependency).
+
+  Work is counted in estimated seconds, so that long and short cells move the
+  bar alike.  Disabled (every method a no-op) when the stream is not a
+  terminal, or when asked.
+  """
+
+  def __init__(self, total: float, stream: TextIO = sys.stderr, enabled: bool = True):
+    self._stream = stream
+    self.enabled = enabled and hasattr(stream, "isatty") and stream.isatty()
+    self._total = max(total, 1e-9)
+    self._done = 0.0
+    self._label = ""
+    self._start = time.monotonic()
+    self._last_draw = 0.0
+    self._drawn = False
+
+  def advance(self, amount: float, label: Optional[str] = None) -> None:
+    self._done = min(self._total, self._done + amount)
+    if label is not None:
+      self._label = label
+    self.draw()
+
+  def set_label(self, label: str) -> None:
+    self._label = label
+    self.draw(force=True)
+
+  def draw(self, force: bool = False) -> None:
+    if not self.enabled:
+      return
+    now = time.monotonic()
+    if not force and now - self._last_draw < 0.1:
+      return
+    self._last_draw = now
+    width = shutil.get_terminal_size((80, 20)).columns
+    fraction = self._done / self._total
+    bar_width = 24
+    filled = int(round(fraction * bar_width))
+    elapsed = int(now - self._start)
+    text = (f"[{'#' * filled}{'.' * (bar_width - filled)}] {fraction * 100:3.0f}% "
+            f"{elapsed // 60}:{elapsed % 60:02d}  {self._label}")
+    self._stream.write("\r" + text[:width - 1].ljust(width - 1))
+    self._stream.flush()
+    self._drawn = True
+
+  def clear(self) -> None:
+    if self.enabled and self._drawn:
+      width = shutil.get_terminal_size((80, 20)).columns
+      self._stream.write("\r" + " " * (width - 1) + "\r")
+      self._stream.flush()
+      self._drawn = False
+
+
+def now_iso() -> str:
+  return datetime.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -383,7 +383,7 @@ def test_progress_bar_draws_only_on_a_terminal():
 
 
 def test_plot_writes_a_png(tmp_path):
-  pytest.importorskip("matplotlib")
+  # matplotlib is in the test extra: --plot is tested for real, not skipped.
   rows = []
   for size in ("1KB", "64KB"):
     for op in codec_bench.OPS:

@@ -6,8 +6,10 @@ passes) and pass --no-prime-allocator, so that the test process keeps glibc's
 usual allocator settings.
 """
 
+import importlib.util
 import io
 import json
+import os
 import re
 import statistics
 import sys
@@ -23,6 +25,22 @@ from dm_env_rpc_fast.benchmark import e2e
 from dm_env_rpc_fast.benchmark import impls
 from dm_env_rpc_fast.benchmark import report
 from dm_env_rpc_fast.benchmark import timing
+
+
+def native_built() -> bool:
+  """Whether the harness must measure the native backend in this installation.
+
+  Always, as everywhere in the suite, except in a pure installation (the pure
+  wheel: DM_ENV_RPC_FAST_PURE set and no extension), where the harness must
+  show it as not installed instead.
+  """
+  if os.environ.get("DM_ENV_RPC_FAST_PURE", "") in ("", "0"):
+    return True
+  return importlib.util.find_spec("dm_env_rpc_fast._native") is not None
+
+
+def expected_status(impl: str) -> str:
+  return "ok" if impl != "native" or native_built() else "not installed"
 
 TINY = ["--quick", "--dtypes", "float32", "--sizes", "1KB", "--passes", "2", "--seconds", "0.002",
         "--no-progress", "--no-prime-allocator"]
@@ -225,8 +243,12 @@ def test_every_implementation_passes_its_own_check(op, impl):
   try:
     call = impls.make_call(op, impl, case)
   except impls.Unavailable as e:
+    if expected_status(impl) != "ok":
+      assert str(e).startswith("not installed"), e
+      return
     assert op == "decode_zc" and impl not in impls.BACKENDS, e
     return
+  assert expected_status(impl) == "ok", f"{impl} is measured in a pure installation"
   call.check(call.fn())
 
 
@@ -249,8 +271,13 @@ def test_tiny_codec_run_prints_every_implementation(backend):
   for impl in impls.IMPLS:
     assert impl in out
   assert "Codec encode" in out and "Codec decode" in out
-  assert re.search(r"^  float32 +1KB +[0-9,.]+~? ", out, re.MULTILINE)
-  assert "all 10 measured cells passed their checks" in out
+  native_figure = r"[0-9,.]+~?" if native_built() else "n/a"
+  assert re.search(rf"^  float32 +1KB +{native_figure} +[0-9,.]+~? ", out, re.MULTILINE)
+  if native_built():
+    assert "all 10 measured cells passed their checks" in out
+  else:  # a pure installation: native shown, as not installed, in both tables
+    assert "all 8 measured cells passed their checks" in out
+    assert "not installed" in out
 
 
 def test_tiny_run_with_end_to_end_writes_the_json(backend, tmp_path):
@@ -271,8 +298,10 @@ def test_tiny_run_with_end_to_end_writes_the_json(backend, tmp_path):
   for row in data["codec"]:
     assert row["array_bytes"] == 1024 and row["shape"] == [256]
     assert set(row["cells"]) == set(impls.IMPLS)
-    for cell in row["cells"].values():
-      assert cell["status"] == "ok"
+    for impl, cell in row["cells"].items():
+      assert cell["status"] == expected_status(impl)
+      if cell["status"] != "ok":
+        continue
       assert len(cell["samples_s"]) == 2
       assert cell["median_s"] == pytest.approx(statistics.median(cell["samples_s"]))
       assert cell["spread"] >= 1.0 and cell["mb_per_s"] > 0
@@ -309,7 +338,8 @@ def test_a_wrong_decoder_is_reported_as_failed_and_fails_the_run(monkeypatch, tm
                             "differ, the first at flat index 0")
   decode = next(row for row in data["codec"] if row["op"] == "decode")
   assert decode["cells"]["pure"]["status"] == "FAILED"
-  assert decode["cells"]["native"]["status"] == "ok"  # the others still measured
+  assert decode["cells"]["native"]["status"] == expected_status("native")  # the others still measured
+  assert decode["cells"]["upstream"]["status"] == "ok"
 
 
 def test_missing_implementations_are_shown_with_the_reason(monkeypatch):

@@ -66,14 +66,14 @@ def main(argv: Optional[List[str]] = None) -> int:
   stop = threading.Event()
   for signum in (signal.SIGINT, signal.SIGTERM):
     signal.signal(signum, lambda *_: stop.set())
-  if args.port_file:
+  print(f"serving {args.factory} on {running.address} "
+        f"({'insecure' if args.insecure else 'local credentials'}); Ctrl-C stops",
+        file=sys.stderr, flush=True)
+  if args.port_file:  # last: whoever waits for this file may rely on everything above
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
       f.write(str(running.port))
     os.replace(tmp, args.port_file)
-  print(f"serving {args.factory} on {running.address} "
-        f"({'insecure' if args.insecure else 'local credentials'}); Ctrl-C stops",
-        file=sys.stderr, flush=True)
   while not stop.wait(0.5):
     pass
   running.stop(grace=1.0)

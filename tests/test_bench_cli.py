@@ -39,8 +39,28 @@ def native_built() -> bool:
   return importlib.util.find_spec("dm_env_rpc_fast._native") is not None
 
 
+def upstream_imports() -> bool:
+  """Whether dm-env-rpc imports here.  It is in the test extra, but its generated
+  code needs protobuf >= 5.29, so at the floors (protobuf 5.26) it cannot; the
+  harness must then show it as not installed.  CI's main stage checks separately
+  that the harness measured it."""
+  try:
+    importlib.import_module("dm_env_rpc.v1.tensor_utils")
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return True
+
+
 def expected_status(impl: str) -> str:
-  return "ok" if impl != "native" or native_built() else "not installed"
+  if impl == "native" and not native_built():
+    return "not installed"
+  if impl == "upstream" and not upstream_imports():
+    return "not installed"
+  return "ok"
+
+
+def measured_cells(ops: int = 2) -> int:
+  return ops * sum(expected_status(impl) == "ok" for impl in impls.IMPLS)
 
 TINY = ["--quick", "--dtypes", "float32", "--sizes", "1KB", "--passes", "2", "--seconds", "0.002",
         "--no-progress", "--no-prime-allocator"]
@@ -243,7 +263,7 @@ def test_every_implementation_passes_its_own_check(op, impl):
   try:
     call = impls.make_call(op, impl, case)
   except impls.Unavailable as e:
-    if expected_status(impl) != "ok":
+    if expected_status(impl) != "ok" and not (op == "decode_zc" and impl not in impls.BACKENDS):
       assert str(e).startswith("not installed"), e
       return
     assert op == "decode_zc" and impl not in impls.BACKENDS, e
@@ -273,10 +293,8 @@ def test_tiny_codec_run_prints_every_implementation(backend):
   assert "Codec encode" in out and "Codec decode" in out
   native_figure = r"[0-9,.]+~?" if native_built() else "n/a"
   assert re.search(rf"^  float32 +1KB +{native_figure} +[0-9,.]+~? ", out, re.MULTILINE)
-  if native_built():
-    assert "all 10 measured cells passed their checks" in out
-  else:  # a pure installation: native shown, as not installed, in both tables
-    assert "all 8 measured cells passed their checks" in out
+  assert f"all {measured_cells()} measured cells passed their checks" in out
+  if measured_cells() < 10:  # a pure installation, or the floors: shown as not installed
     assert "not installed" in out
 
 
@@ -310,7 +328,10 @@ def test_tiny_run_with_end_to_end_writes_the_json(backend, tmp_path):
   assert case["response_bytes"] > 1024
   assert set(case["clients"]) == set(e2e.CLIENTS)
   for name, client in case["clients"].items():
-    assert client["status"] == "ok", (name, client["reason"])
+    expected = expected_status("upstream") if name == "upstream" else "ok"
+    assert client["status"] == expected, (name, client["reason"])
+    if expected != "ok":
+      continue
     assert len(client["samples_s"]) == 2 and client["steps_per_s"] > 0
     assert client["server"] == e2e.SERVER_OF[name]
   assert case["clients"]["ceiling"]["of_ceiling"] == pytest.approx(1.0)
@@ -338,8 +359,8 @@ def test_a_wrong_decoder_is_reported_as_failed_and_fails_the_run(monkeypatch, tm
                             "differ, the first at flat index 0")
   decode = next(row for row in data["codec"] if row["op"] == "decode")
   assert decode["cells"]["pure"]["status"] == "FAILED"
-  assert decode["cells"]["native"]["status"] == expected_status("native")  # the others still measured
-  assert decode["cells"]["upstream"]["status"] == "ok"
+  for impl in ("native", "upstream", "protobuf", "memcpy"):  # the others still measured
+    assert decode["cells"][impl]["status"] == expected_status(impl)
 
 
 def test_missing_implementations_are_shown_with_the_reason(monkeypatch):

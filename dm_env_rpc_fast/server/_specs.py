@@ -226,6 +226,11 @@ def observation_value(leaf: Leaf, value):
   if leaf.dtype is None:
     return leaf.check(value, "the environment's observation")
   if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+    if isinstance(value, int) and leaf.dtype.kind in "iu":
+      info = np.iinfo(leaf.dtype)  # numpy < 2 wraps an int out of range (and warns)
+      if not info.min <= value <= info.max:
+        raise ValueError(f"the environment's observation {leaf.label} is {value!r}, which does "
+                         f"not fit its spec's dtype {leaf.dtype}")
     try:
       with np.errstate(over="ignore", invalid="ignore"):  # what does not fit is refused below
         array = np.asarray(value, dtype=leaf.dtype)

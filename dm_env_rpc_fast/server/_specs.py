@@ -199,8 +199,11 @@ def _rebuild(nest, path: Tuple, by_path: Dict[Tuple, Any]):
   if isinstance(nest, Mapping):
     return {key: _rebuild(nest[key], path + (key,), by_path) for key in nest}
   items = [_rebuild(item, path + (i,), by_path) for i, item in enumerate(nest)]
-  return type(nest)(items) if isinstance(nest, tuple) and not hasattr(nest, "_fields") else (
-      type(nest)(*items) if isinstance(nest, tuple) else items)
+  if not isinstance(nest, tuple):
+    return items
+  if hasattr(nest, "_fields"):  # a namedtuple takes its fields as arguments
+    return type(nest)(*items)
+  return type(nest)(items)
 
 
 def lookup(nest, path: Sequence):

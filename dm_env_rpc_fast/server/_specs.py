@@ -22,6 +22,10 @@ SEPARATOR = "."
 REWARD = "reward"
 DISCOUNT = "discount"
 
+_FLOAT64 = np.dtype(np.float64)
+_FLOAT32 = np.dtype(np.float32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class SpecError(ValueError):
   """The environment's specs cannot be expressed in dm_env_rpc."""
@@ -226,6 +230,13 @@ def observation_value(leaf: Leaf, value):
   """
   if type(value) is np.ndarray and value.dtype == leaf.dtype and value.shape == leaf.shape:
     return value
+  if type(value) is float and leaf.shape == ():
+    # Every step's reward and discount (dm_env gives Python floats), without
+    # the general path's errstate and checks: these casts cannot fail.
+    if leaf.dtype == _FLOAT64:
+      return np.float64(value)
+    if leaf.dtype == _FLOAT32 and abs(value) <= _FLOAT32_MAX:  # (NaN and inf go below)
+      return np.float32(value)
   if leaf.dtype is None:
     return leaf.check(value, "the environment's observation")
   if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):

@@ -399,6 +399,14 @@ def test_an_exact_array_is_passed_through():
     (specs.Array((3,), np.float64), np.arange(3, dtype=np.float32), [0.0, 1.0, 2.0]),
     (specs.Array((2,), np.int64), np.array([1, 2], np.uint8), [1, 2]),
     (specs.Array((), np.float32), float("inf"), np.float32("inf")),
+    (specs.Array((), np.float32), -float("inf"), np.float32("-inf")),
+    (specs.Array((), np.float32), float("nan"), np.float32("nan")),
+    (specs.Array((), np.float32), float(np.finfo(np.float32).max), np.finfo(np.float32).max),
+    (specs.Array((), np.float32), 3.40282356e38, np.finfo(np.float32).max),  # rounds down to max
+    (specs.Array((), np.float32), -1e-50, np.float32(-0.0)),
+    (specs.Array((), np.float64), 0.25, 0.25),
+    (specs.Array((), np.float64), float("nan"), np.nan),
+    (specs.Array((), np.float64), -float("inf"), -np.inf),
     (specs.StringArray((2,)), ["a", "b"], ["a", "b"]),
     (specs.StringArray(()), "word", "word"),
 ])
@@ -408,7 +416,11 @@ def test_python_scalars_and_safe_casts_are_converted(spec, value, expected):
   if spec.dtype != object:
     assert array.dtype == spec.dtype
   assert array.shape == spec.shape
-  assert array.tolist() == np.asarray(expected).tolist()
+  if array.dtype.kind == "f":  # NaN equal to NaN, and -0.0 told from 0.0
+    np.testing.assert_array_equal(array, np.asarray(expected, array.dtype), strict=True)
+    assert np.signbit(array).tolist() == np.signbit(np.asarray(expected)).tolist()
+  else:
+    assert array.tolist() == np.asarray(expected).tolist()
 
 
 @pytest.mark.parametrize("spec, value, fragments", [
@@ -417,6 +429,9 @@ def test_python_scalars_and_safe_casts_are_converted(spec, value, expected):
     (specs.Array((), np.int32), 0.5, ["is 0.5", "does not fit", "int32"]),
     (specs.Array((), np.bool_), 2, ["is 2", "does not fit", "bool"]),
     (specs.Array((), np.float32), 1e300, ["is 1e+300", "does not fit", "float32"]),
+    (specs.Array((), np.float32), -3.5e38, ["is -3.5e+38", "does not fit", "float32"]),
+    # Halfway between float32's max and 2**128: rounds to even, which is infinity.
+    (specs.Array((), np.float32), 3.4028235677973366e38, ["does not fit", "float32"]),
     (specs.Array((), np.int32), float("nan"), ["is nan", "does not fit"]),
     (specs.Array((2,), np.int32), np.zeros(2, np.int64), ["has dtype int64", "says int32"]),
     (specs.Array((2,), np.float32), np.zeros(2), ["has dtype float64", "says float32"]),

@@ -11,6 +11,7 @@ see the codec spec and `dm_env_rpc_fast.codec`.
 """
 
 import math
+import struct
 import sys
 from typing import Dict, List, Mapping, Sequence, Tuple
 
@@ -49,6 +50,10 @@ _DESCENDING = True
 _EnvironmentRequest = dm_env_rpc_pb2.EnvironmentRequest
 _EnvironmentResponse = dm_env_rpc_pb2.EnvironmentResponse
 
+# The kind of every numeric dtype in native byte order, for arrays that need no
+# cast: `_common.prepare` would find the same kind (equal dtypes have equal types).
+_ARRAY_KINDS = {dtype: kind for kind, dtype in _DTYPES.items() if kind < STRING}
+
 
 # ---------------------------------------------------------------------------
 # Encoding.
@@ -69,6 +74,8 @@ def _varint_payload(kind: int, flat: np.ndarray):
 def _shape_bytes(shape) -> bytes:
   if max(shape) < 0x80:
     return bytes(shape)
+  if len(shape) == 1 and shape[0] <= _INT32_MAX:
+    return _wire.varint_bytes(shape[0])
   for dim in shape:
     if dim > _INT32_MAX:
       raise ValueError(f"Tensor shape {list(shape)}: dimension {dim} does not fit int32")
@@ -151,13 +158,81 @@ def encode_tensor(value, dtype=None, try_compress: bool = False) -> bytes:
     ValueError: the value cannot be packed (jagged, uncastable, a shape
       dimension beyond int32).
   """
+  if dtype is None:
+    # Fast paths for the values `prepare` would pass through unchanged.
+    if type(value) is np.ndarray:
+      kind = _ARRAY_KINDS.get(value.dtype)
+      if kind is not None and (not try_compress or value.size < 2):
+        return b"".join(_tensor_parts(kind, value, value.shape)[0])
+    else:
+      encode = _SCALAR_ENCODERS.get(type(value))
+      if encode is not None:
+        encoded = encode(value)
+        if encoded is not None:
+          return encoded
   kind, array, shape = _common.prepare(value, dtype, try_compress)
   if kind >= STRING:
     return _common.encode_object_tensor(kind, array, shape)
   return b"".join(_tensor_parts(kind, array, shape)[0])
 
 
+def _scalar_encoders() -> Dict[type, object]:
+  """Encoders of the scalar types whose kind `prepare` gets from the type alone.
+
+  Each takes a scalar and returns the Tensor's bytes (what `_small_tensor`
+  makes of it), or None to leave it to the general path.
+  """
+  encoders = {}
+  mask = _wire.MASK64
+
+  def varints(kind):
+    tag = kind << 3 | 2
+    table = [bytes((tag, 3, 10, 1, v)) for v in range(0x80)]
+
+    def encode(value):
+      v = int(value)
+      if 0 <= v < 0x80:
+        return table[v]
+      payload = _wire.py_varint_bytes(v & mask)  # negatives: their sign extension
+      return bytes((tag, len(payload) + 2, 10, len(payload))) + payload
+    return encode
+
+  for kind in (INT32, INT64, UINT32, UINT64, BOOL):
+    encoders[_DTYPES[kind].type] = varints(kind)
+  for kind in (INT8, UINT8):
+    table = [bytes((kind << 3 | 2, 3, 10, 1, v)) for v in range(0x100)]
+    encoders[_DTYPES[kind].type] = lambda value, table=table: table[int(value) & 0xFF]
+  if _LITTLE:
+    for kind in (FLOAT, DOUBLE):
+      size = _DTYPES[kind].itemsize
+      head = bytes((kind << 3 | 2, size + 2, 10, size))
+      encoders[_DTYPES[kind].type] = lambda value, head=head: head + value.tobytes()
+    double_head = bytes((DOUBLE << 3 | 2, 10, 10, 8))
+    pack_double = struct.Struct("<d").pack
+    encoders[float] = lambda value: double_head + pack_double(value)
+  # Python scalars, as np.asarray types them.
+  encoders[bool] = encoders[np.bool_]
+  if np.asarray(0).dtype == np.int64:
+    encode_int64 = encoders[np.int64]
+    encoders[int] = lambda value: (
+        encode_int64(value) if -(1 << 63) <= value < 1 << 63 else None)
+  return encoders
+
+
+_SCALAR_ENCODERS = _scalar_encoders()
+
+
 def _value_parts(value) -> Tuple[List, int]:
+  if type(value) is np.ndarray:
+    kind = _ARRAY_KINDS.get(value.dtype)
+    if kind is not None:
+      return _tensor_parts(kind, value, value.shape)
+  else:
+    encode = _SCALAR_ENCODERS.get(type(value))
+    if encode is not None:
+      encoded = encode(value)
+      if encoded is not None:
+        return [encoded], len(encoded)
   message = _common.tensor_message(value)
   if message is not None:
     encoded = message.SerializeToString()
@@ -412,7 +487,11 @@ def _varint_scalar(data, pos: int, end: int, kind: int):
   values = _wire.py_varints(data[pos:end], _WHAT[kind], pos)
   if len(values) != 1:
     return None
-  value = values[0]
+  return _numpy_scalar(kind, values[0])
+
+
+def _numpy_scalar(kind: int, value: int):
+  """The numpy scalar of a varint kind for a varint's value (mod 2**64)."""
   if kind == BOOL:
     return np.bool_(value != 0)
   if kind == INT32:
@@ -423,6 +502,42 @@ def _varint_scalar(data, pos: int, end: int, kind: int):
   if kind == UINT32:
     return np.uint32(value & 0xFFFFFFFF)
   return np.uint64(value)
+
+
+# The numeric payload tags (fields 1-9, wire type 2) and their kinds.
+_NUMERIC_TAGS = {kind << 3 | 2: kind for kind in range(FLOAT, STRING)}
+# Scalars decoded from one byte: int8/uint8 elements, and one-byte varints.
+_BYTE_SCALARS = {
+    INT8: [np.int8(v - 256 if v >= 128 else v) for v in range(256)],
+    UINT8: [np.uint8(v) for v in range(256)],
+}
+_BYTE_SCALARS.update({kind: [_numpy_scalar(kind, v) for v in range(0x80)]
+                      for kind in _VARINT_KINDS})
+
+
+def _scalar(data, end: int):
+  """The value of a scalar Tensor laid out `<payload tag> <n+2> 0a <n> <n bytes>`
+  (n + 2 < 128, nothing else), or None if the payload is not one element.
+
+  The caller has checked the layout; the tag may be anything.
+  """
+  kind = _NUMERIC_TAGS.get(data[0])
+  if kind is None:
+    return None
+  n = end - 4
+  if kind <= DOUBLE:
+    if n != (4 if kind == FLOAT else 8):
+      return None
+    return np.frombuffer(data, _FLOAT_WIRE[kind], 1, 4)[0]
+  if n == 1:
+    element = data[4]
+    if element < 0x80 or kind == INT8 or kind == UINT8:
+      return _BYTE_SCALARS[kind][element]
+    return None
+  if kind == INT8 or kind == UINT8 or n > 10:
+    return None
+  value = _wire.py_single_varint(data[4:end])
+  return None if value is None else _numpy_scalar(kind, value)
 
 
 def _shape(data, shape_runs) -> List[int]:
@@ -441,7 +556,7 @@ def _flat(data, kind, runs, packed, zero_copy) -> np.ndarray:
   if kind == INT8 or kind == UINT8:
     start, end = runs[0] if runs else (0, 0)
     flat = np.frombuffer(data, _DTYPES[kind], end - start, start)
-    if flat.flags.writeable:
+    if type(data) is not bytes and flat.flags.writeable:  # (views of bytes are read-only)
       flat.flags.writeable = False
     return flat
   if kind <= DOUBLE:
@@ -450,7 +565,7 @@ def _flat(data, kind, runs, packed, zero_copy) -> np.ndarray:
       start, end = runs[0]
       flat = np.frombuffer(data, wire, (end - start) // wire.itemsize, start)
       if zero_copy and packed and _LITTLE:
-        if flat.flags.writeable:
+        if type(data) is not bytes and flat.flags.writeable:
           flat.flags.writeable = False
         return flat
       flat = flat.astype(_DTYPES[kind])
@@ -468,24 +583,39 @@ def _flat(data, kind, runs, packed, zero_copy) -> np.ndarray:
   return _join_varints(data, runs, kind)
 
 
+def _read_len(data, pos: int, end: int, what: str):
+  """`_wire.read_length`, with the one- and two-byte lengths that fit read inline."""
+  if pos < end:
+    length = data[pos]
+    if length < 0x80:
+      start = pos + 1
+    elif pos + 1 < end and data[pos + 1] < 0x80:
+      length = (length & 0x7F) | data[pos + 1] << 7
+      start = pos + 2
+    else:
+      return _wire.read_length(data, pos, end, what)
+    if start + length <= end:
+      return start, start + length
+  return _wire.read_length(data, pos, end, what)  # (raises)
+
+
 def _fast_tensor(data, pos: int, end: int, zero_copy: bool):
   """(flat, shape) of a Tensor laid out as serialisers write it, or None for anything else.
 
-  The layout: `<payload tag> <len> [0a <len> <elements>] [7a <len> <dims below 128>]`.
+  The layout: `<payload tag> <len> [0a <len> <elements>] [7a <len> <dims>]`.
   Anything else (or anything invalid) returns None and takes the general walk.
   """
   if end - pos < 2:
     return None
-  tag = data[pos]
-  if tag & 7 != 2 or not 0x0A <= tag <= 0x4A:
+  kind = _NUMERIC_TAGS.get(data[pos])
+  if kind is None:
     return None
-  kind = tag >> 3
   what = _WHAT[kind]
-  sub, pos = _wire.read_length(data, pos + 1, end, what)
+  sub, pos = _read_len(data, pos + 1, end, what)
   if sub < pos:
     if data[sub] != 0x0A:
       return None
-    first, last = _wire.read_length(data, sub + 1, pos, what)
+    first, last = _read_len(data, sub + 1, pos, what)
     if last != pos:
       return None
   else:
@@ -495,12 +625,20 @@ def _fast_tensor(data, pos: int, end: int, zero_copy: bool):
   else:
     if data[pos] != 0x7A:
       return None
-    dims, pos = _wire.read_length(data, pos + 1, end, "Tensor.shape")
+    dims, pos = _read_len(data, pos + 1, end, "Tensor.shape")
     if pos != end:
       return None
     shape = list(data[dims:pos])
     if shape and max(shape) >= 0x80:
-      return None
+      if data[pos - 1] >= 0x80:
+        return None
+      if len(shape) == 2:  # one dimension of 128 to 16383
+        shape = [(shape[0] & 0x7F) | shape[1] << 7]
+      else:
+        try:
+          shape = _shape(data, ((dims, pos),))
+        except ValueError:
+          return None  # (the general walk raises it, in its order)
   if first == last:
     runs = []
   elif kind <= DOUBLE:
@@ -518,6 +656,8 @@ def _fast_tensor(data, pos: int, end: int, zero_copy: bool):
       if scalar is not None:
         return scalar, shape
     runs = [(first, last)]
+  elif type(data) is bytes:  # int8/uint8: a view of bytes is read-only already
+    return np.frombuffer(data, _DTYPES[kind], last - first, first), shape
   else:
     runs = [(first, last)]
   return _flat(data, kind, runs, True, zero_copy), shape
@@ -534,6 +674,11 @@ def _load_tensor(data, spans, depth: int, what: str, zero_copy: bool):
     fast = _fast_tensor(data, spans[0][0], spans[0][1], zero_copy)
     if fast is not None:
       return fast
+  return _walk_and_load(data, spans, depth, what, zero_copy)
+
+
+def _walk_and_load(data, spans, depth: int, what: str, zero_copy: bool):
+  """_load_tensor for a Tensor that is not laid out as `_fast_tensor` expects."""
   kind, runs, packed, shape_runs, has_object = _walk_tensor(data, spans, depth, what)
   if has_object:
     return None, _common.parse_tensor([data[start:end] for start, end in spans])
@@ -554,11 +699,15 @@ def _finish(flat, shape):
     if flat.shape[0] == 1:
       return flat[0]
     return _common.shape_payload(flat, shape)
+  # The common cases, without _common's general -1 and broadcast handling.
   count = flat.shape[0]
-  if count != 1 and min(shape) > 0 and math.prod(shape) == count:
-    # The common case, without _common's general -1 and broadcast handling.
-    flat.shape = shape
-    return flat
+  if count != 1:
+    if len(shape) == 1:
+      if shape[0] == count:
+        return flat  # (already that shape)
+    elif min(shape) > 0 and math.prod(shape) == count:
+      flat.shape = shape
+      return flat
   return _common.shape_payload(flat, shape)
 
 
@@ -591,8 +740,19 @@ def decode_tensor(buf, *, zero_copy: bool = False):
       (see dm_env_rpc_fast.codec).
     TypeError: the Tensor has no payload.
   """
-  data = _as_bytes(buf)
-  flat, shape = _load_tensor(data, ((0, len(data)),), 100, "Tensor", zero_copy)
+  data = buf if type(buf) is bytes else _as_bytes(buf)
+  end = len(data)
+  if 4 < end < 0x82 and data[1] == end - 2 and data[2] == 0x0A and data[3] == end - 4:
+    # The layout of a scalar: <payload tag> <n + 2> 0a <n> <element>.
+    value = _scalar(data, end)
+    if value is not None:
+      return value
+  fast = _fast_tensor(data, 0, end, zero_copy)
+  if fast is None:
+    fast = _walk_and_load(data, ((0, end),), 100, "Tensor", zero_copy)
+  flat, shape = fast
+  if flat is not None and len(shape) == 1 and shape[0] == flat.shape[0] != 1:
+    return flat  # (_finish's commonest case)
   return _finish(flat, shape)
 
 

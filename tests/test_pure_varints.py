@@ -1,0 +1,148 @@
+"""The pure backend's whole-array varint methods, against protobuf, on both sides of their size cutoffs.
+
+`_pure_wire` encodes and decodes packed varints with numpy in more than one
+way, chosen by size (few values or bytes: one method; more: another, with
+separate cases for runs of one varint length and for 9- and 10-byte varints).
+The codec tests reach these through whole tensors at a few sizes; here every
+method and case is run directly, each against protobuf's own packed encoding
+and parse.
+"""
+
+import numpy as np
+import pytest
+
+from dm_env_rpc_fast.codec import _pure_wire as wire
+from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
+
+Uint64Array = pb.Tensor.DESCRIPTOR.fields_by_name["uint64s"].message_type._concrete_class
+Uint32Array = pb.Tensor.DESCRIPTOR.fields_by_name["uint32s"].message_type._concrete_class
+
+# Counts around the encoder's cutoff, and byte sizes around the decoder's.
+COUNTS = sorted({1, 2, 9, 100, wire._FEW_VALUES - 1, wire._FEW_VALUES, wire._FEW_VALUES + 1,
+                 wire._FEW_BYTES // 10, wire._FEW_BYTES // 10 + 1, wire._FEW_BYTES // 3,
+                 wire._FEW_BYTES + 7, 5000})
+U64 = np.uint64
+
+
+def _values(kind: str, n: int, rng) -> np.ndarray:
+  if kind == "full":
+    return rng.integers(0, 2**64 - 1, n, dtype=U64, endpoint=True)
+  if kind == "negative_int32":  # half are 10-byte varints, half at most 5
+    return rng.integers(-2**31, 2**31, n).astype(np.int64).view(U64)
+  if kind == "bit_lengths":  # every varint length, mixed
+    bits = rng.integers(0, 65, n)
+    return np.array([int(rng.integers(0, 2**64 - 1, dtype=U64, endpoint=True)) >> (64 - int(b))
+                     if b else 0 for b in bits], U64)
+  if kind == "mostly_short":  # a few 9- and 10-byte varints among short ones
+    values = rng.integers(0, 2**20, n, dtype=U64)
+    values[rng.integers(0, n, max(1, n // 50))] = U64(2**63 + 5)
+    values[rng.integers(0, n, max(1, n // 50))] = U64(2**60)
+    return values
+  if kind.startswith("uniform"):  # every varint `length` bytes long
+    length = int(kind[len("uniform"):])
+    low = 0 if length == 1 else 1 << (7 * (length - 1))
+    high = min((1 << (7 * length)) - 1, 2**64 - 1)
+    return rng.integers(low, high, n, dtype=U64, endpoint=True)
+  raise ValueError(kind)
+
+
+KINDS = ["full", "negative_int32", "bit_lengths", "mostly_short"] + [
+    f"uniform{k}" for k in range(1, 11)]
+
+
+def _packed(values: np.ndarray) -> bytes:
+  """protobuf's packed encoding of the values (the payload of a repeated uint64 field)."""
+  message = Uint64Array(array=values.tolist())
+  data = message.SerializeToString()
+  if not values.size:
+    return b""
+  start, _ = wire.read_length(data, 1, len(data), "test")
+  return data[start:]
+
+
+def _parse(raw: bytes, bits: int):
+  """protobuf's reading of a packed run of varints, or None if it rejects it."""
+  array = Uint64Array if bits == 64 else Uint32Array
+  message = array()
+  try:
+    message.ParseFromString(b"\x0a" + wire.varint_bytes(len(raw)) + raw)
+  except Exception:  # DecodeError, whichever runtime
+    return None
+  return list(message.array)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("n", COUNTS)
+def test_round_trips_match_protobuf(kind, n):
+  rng = np.random.default_rng([n, len(kind)])
+  values = _values(kind, n, rng)
+  encoded = wire.encode_varints(values)
+  assert encoded.dtype == np.uint8 and encoded.flags.c_contiguous
+  assert encoded.tobytes() == _packed(values)
+  for bits in (64, 32):
+    decoded = wire.decode_varints(encoded, bits, "test")
+    assert decoded.dtype == (np.uint64 if bits == 64 else np.uint32)
+    assert decoded.flags.writeable and decoded.flags.c_contiguous
+    assert decoded.tolist() == _parse(encoded.tobytes(), bits)
+
+
+def _corrupt(raw: np.ndarray, how: str, rng) -> np.ndarray:
+  raw = raw.copy()
+  if how == "bytes":  # random bytes anywhere, the last one ending a varint
+    at = rng.integers(0, raw.size, max(1, raw.size // 40))
+    raw[at] = rng.integers(0, 256, at.size)
+    raw[-1] &= 0x7F
+  elif how == "continuations":  # varints merged into longer ones (some past 10 bytes)
+    raw |= (rng.random(raw.size) < 0.3).astype(np.uint8) << 7
+    raw[-1] &= 0x7F
+  elif how == "tenth_byte":  # 10-byte varints with bits beyond 64 in their last byte
+    raw = np.frombuffer(b"".join(
+        b"\xff" * 9 + bytes([int(rng.integers(0, 128))]) for _ in range(raw.size // 10 + 1)),
+                        np.uint8).copy()
+  elif how.startswith("long_at_"):  # one 11-byte varint at the start, middle or end
+    at = {"long_at_start": 0, "long_at_middle": raw.size // 2, "long_at_end": raw.size}[how]
+    raw = np.concatenate([raw[:at], np.full(10, 0x80, np.uint8), [1], raw[at:]]).astype(np.uint8)
+  elif how == "cut":  # ends in the middle of a varint
+    raw = np.concatenate([raw, [0x80]]).astype(np.uint8)
+  return raw
+
+
+@pytest.mark.parametrize("how", ["bytes", "continuations", "tenth_byte", "long_at_start",
+                                 "long_at_middle", "long_at_end", "cut"])
+@pytest.mark.parametrize("kind", ["full", "bit_lengths", "uniform4", "uniform9"])
+@pytest.mark.parametrize("n", [20, wire._FEW_BYTES // 10 + 5, 3000])
+def test_malformed_runs_match_protobuf(how, kind, n):
+  rng = np.random.default_rng([n, len(kind), len(how)])
+  raw = _corrupt(wire.encode_varints(_values(kind, n, rng)), how, rng)
+  for bits in (64, 32):
+    expected = _parse(raw.tobytes(), bits)
+    if expected is None:
+      with pytest.raises(ValueError, match="test: "):
+        wire.decode_varints(raw, bits, "test")
+    else:
+      assert wire.decode_varints(raw, bits, "test").tolist() == expected
+
+
+def test_single_varints():
+  rng = np.random.default_rng(3)
+  for value in [0, 1, 127, 128, 2**63, 2**64 - 1] + rng.integers(
+      0, 2**64 - 1, 200, dtype=U64, endpoint=True).tolist():
+    encoded = wire.py_varint_bytes(value)
+    assert wire.py_single_varint(encoded) == value
+    if len(encoded) < 10:
+      assert wire.py_single_varint(encoded + b"\x00") is None
+    if len(encoded) > 1:
+      assert wire.py_single_varint(encoded[:-1]) is None
+  assert wire.py_single_varint(b"\xff" * 9 + b"\x7f") == 2**64 - 1
+  assert wire.py_single_varint(b"\x80\x00") == 0
+
+
+@pytest.mark.parametrize("kind, n", [("full", 40_000), ("negative_int32", 320_000)])
+def test_long_runs_match_protobuf(kind, n):
+  """Runs past the sizes at which the decoder changes how it reads words (_TAKE_LIMIT)."""
+  values = _values(kind, n, np.random.default_rng(n))
+  encoded = wire.encode_varints(values)
+  assert encoded.size > wire._TAKE_LIMIT[8 if kind == "full" else 4]
+  assert encoded.tobytes() == _packed(values)
+  for bits in (64, 32):
+    assert wire.decode_varints(encoded, bits, "test").tolist() == _parse(encoded.tobytes(), bits)

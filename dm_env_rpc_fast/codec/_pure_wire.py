@@ -478,12 +478,13 @@ def _decode_mixed(raw: np.ndarray, ends: np.ndarray, bits: int, what: str) -> np
   if bits == 32:
     _gather32(words, scratch)
     if top is not None:
-      np.left_shift(top, np.uint32(28), out=scratch)
+      # (dtype: numpy 1.x would shift in top's uint8 and lose the bits)
+      np.left_shift(top, np.uint32(28), out=scratch, dtype=np.uint32)
       words |= scratch
   else:
     _gather(words, scratch)
     if top is not None:
-      np.left_shift(top, _U64(56), out=scratch)
+      np.left_shift(top, _U64(56), out=scratch, dtype=_U64)
       words |= scratch
   return words
 

@@ -60,7 +60,7 @@ class AutoObservations(enum.Flag):
 
 def _shape_matches(shape, spec_shape) -> bool:
   # A spec dimension below zero accepts any size.
-  return len(shape) == len(spec_shape) and all(
+  return shape == spec_shape or len(shape) == len(spec_shape) and all(
       want < 0 or got == want for got, want in zip(shape, spec_shape))
 
 

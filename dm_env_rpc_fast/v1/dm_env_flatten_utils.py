@@ -4,6 +4,7 @@
 reverses it.
 """
 
+import collections.abc
 from typing import Any, Dict, Mapping
 
 
@@ -36,7 +37,7 @@ def flatten_dict(
       raise ValueError(
           f"Can not safely flatten dictionary: key '{key}' already contains "
           f"the separator '{separator}'!")
-    if isinstance(value, Mapping) and len(value):
+    if _is_mapping(value) and len(value):
       for sub_key, leaf in flatten_dict(value, separator, strict=strict).items():
         flat[f"{key}{separator}{sub_key}"] = leaf
     else:
@@ -60,13 +61,23 @@ def unflatten_dict(input_dict: Mapping[str, Any], separator: str) -> Dict[str, A
   """
   nested: Dict[str, Any] = {}
   for key, value in input_dict.items():
+    if separator not in key:  # a top-level leaf (the common case): no split
+      if key in nested:
+        raise ValueError(f"Duplicate key {key}")
+      nested[key] = value
+      continue
     *parents, leaf = key.split(separator)
     node = nested
     for part in parents:
       node = node.setdefault(part, {})
-      if not isinstance(node, Mapping):
+      if not _is_mapping(node):
         raise ValueError(f"Sub-tree '{part}' has already been assigned a leaf value {node}")
     if leaf in node:
       raise ValueError(f"Duplicate key {key}")
     node[leaf] = value
   return nested
+
+
+def _is_mapping(value) -> bool:
+  # collections.abc directly: typing.Mapping's isinstance adds a slow detour.
+  return type(value) is dict or isinstance(value, collections.abc.Mapping)

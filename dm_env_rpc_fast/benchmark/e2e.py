@@ -165,7 +165,7 @@ class RawClient:
 
   def __init__(self, address: str, settings: Dict[str, object]):
     self._channel = grpc.secure_channel(address, grpc.local_channel_credentials(), options=_OPTIONS)
-    self._requests: "queue.Queue[Optional[bytes]]" = queue.Queue()
+    self._requests: "queue.SimpleQueue[Optional[bytes]]" = queue.SimpleQueue()
     self._stream = self._channel.stream_stream(PROCESS_METHOD, None, None)(
         iter(self._requests.get, None))
     try:

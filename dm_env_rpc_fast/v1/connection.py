@@ -81,7 +81,7 @@ class StreamReaderWriter(object):
                stub: dm_env_rpc_pb2_grpc.EnvironmentStub,
                metadata: Optional[Metadata] = None):
     self._raw = getattr(stub, "raw", False) is True
-    self._requests = queue.Queue()
+    self._requests = queue.SimpleQueue()
     self._stream = stub.Process(iter(self._requests.get, None), metadata=metadata)
 
   def write(self, request: dm_env_rpc_pb2.EnvironmentRequest):

@@ -25,6 +25,10 @@ _Resp = dm_env_rpc_pb2.EnvironmentResponse
 # A real server on 127.0.0.1: it echoes each step's actions back as the
 # observations with the same UIDs, so both directions of the byte path show.
 
+_BROKEN_UID = 999   # a step requesting it is answered with malformed bytes
+_REFUSED_UID = 998  # ... with an error
+
+
 class _EchoServer:
 
   def __init__(self):
@@ -49,6 +53,12 @@ class _EchoServer:
         kind = request.WhichOneof("payload")
         if kind == "step":
           actions, requested = codec.decode_step_request(data)
+          if _BROKEN_UID in requested:  # a step answer cut short by one byte
+            yield codec.encode_step_response(codec.RUNNING, {_BROKEN_UID: np.arange(3.0)})[:-1]
+            continue
+          if _REFUSED_UID in requested:
+            yield _Resp(error=status_pb2.Status(code=3, message="refused")).SerializeToString()
+            continue
           yield codec.encode_step_response(
               codec.RUNNING, {uid: actions[uid] for uid in requested if uid in actions})
         elif kind == "create_world":
@@ -154,6 +164,52 @@ def test_send_step_error_raises_and_the_stream_goes_on(channel):
       conn.send(dm_env_rpc_pb2.ResetRequest())
     state, obs = conn.send_step({1: np.int32(5)}, [1])
   assert state == dm_env_rpc_pb2.RUNNING and obs[1] == 5
+
+
+def test_send_step_decodes_the_answer_on_grpcs_thread(channel, monkeypatch):
+  """On a raw stream the step answer is decoded by gRPC's receiving thread, as
+  the stream's deserializer, and send_step returns what that decode made."""
+  decoded_on = []
+  original = codec.decode_step_response
+
+  def recording(buf, *, zero_copy=False):
+    decoded_on.append((threading.current_thread(), zero_copy))
+    return original(buf, zero_copy=zero_copy)
+
+  monkeypatch.setattr(codec, "decode_step_response", recording)
+  value = np.arange(6, dtype=np.float32)
+  with dm_connection.Connection(channel) as conn:
+    _, copied = conn.send_step({1: value}, [1])
+    _, viewed = conn.send_step({1: value}, [1], zero_copy=True)
+  assert [flag for _, flag in decoded_on] == [False, True]
+  assert all(thread is not threading.current_thread() for thread, _ in decoded_on)
+  assert copied[1].flags.writeable and not viewed[1].flags.writeable
+  np.testing.assert_array_equal(copied[1], value)
+  np.testing.assert_array_equal(viewed[1], value)
+
+
+def test_a_malformed_step_answer_raises_here_and_the_stream_goes_on(channel):
+  """What the decode raises on gRPC's thread reaches the caller; the stream
+  (which a raising deserializer would end) keeps working."""
+  with dm_connection.Connection(channel) as conn:
+    with pytest.raises(ValueError):
+      conn.send_step({1: np.int32(5)}, [_BROKEN_UID])
+    state, obs = conn.send_step({1: np.int32(5)}, [1])
+    assert state == dm_env_rpc_pb2.RUNNING and obs[1] == 5
+    assert conn.send(dm_env_rpc_pb2.CreateWorldRequest()).world_name == "w0"
+
+
+def test_an_error_answer_to_a_step_raises_and_later_requests_are_not_decoded(channel):
+  """An error answer to a step is left to the caller (DmEnvRpcError), and
+  the next request's answer is not taken for a step."""
+  with dm_connection.Connection(channel) as conn:
+    with pytest.raises(error.DmEnvRpcError, match="refused"):
+      conn.send_step({1: np.int32(5)}, [_REFUSED_UID])
+    assert conn.send(dm_env_rpc_pb2.CreateWorldRequest()).world_name == "w0"
+    # A step-shaped answer read through the byte path stays bytes.
+    conn._stream.write_bytes(codec.encode_step_request({1: np.int32(7)}, [1]))
+    data = conn._stream.read_bytes()
+    assert type(data) is bytes and codec.decode_step_response(data)[1][1] == 7
 
 
 def test_send_step_rejects_a_non_step_answer(channel):

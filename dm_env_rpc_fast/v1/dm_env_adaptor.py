@@ -85,6 +85,9 @@ class _FastSpecs:
       self.shape[uid] = tuple(spec.shape)
       self.dtype[uid] = spec.dtype
       self.np_dtype[uid] = tensor_utils.data_type_to_np_type(spec.dtype)
+    # What check_observations needs of each UID, in one lookup.
+    self.expected = {uid: (self.name[uid], self.np_dtype[uid].type, self.shape[uid])
+                     for uid in self.name}
 
   def prepare_actions(self, actions: Mapping[str, Any]):
     """{name: value} -> {uid: array}, cast and shape-checked like `SpecManager.pack`."""
@@ -105,16 +108,18 @@ class _FastSpecs:
   def check_observations(self, observations: Mapping[int, Any]):
     """{uid: value} -> {name: value}, checked like `SpecManager.unpack`."""
     named = {}
+    expected = self.expected
     for uid, value in observations.items():
-      name = self.name[uid]
-      np_type = _decoded_type(value)
-      if np_type is not self.np_dtype[uid].type:
+      name, spec_type, spec_shape = expected[uid]
+      dtype = getattr(value, "dtype", None)
+      np_type = dtype.type if dtype is not None else _decoded_type(value)
+      if np_type is not spec_type:
         raise ValueError(
             f"Received dm_env_rpc tensor {name} with dtype {np.dtype(np_type)} but spec "
             f"has dtype {self.np_dtype[uid]}.")
       shape = getattr(value, "shape", ())
-      if not _shape_matches(shape, self.shape[uid]):
-        raise _shape_error(name, shape, self.shape[uid])
+      if shape != spec_shape and not _shape_matches(shape, spec_shape):
+        raise _shape_error(name, shape, spec_shape)
       named[name] = value
     return named
 

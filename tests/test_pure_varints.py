@@ -146,3 +146,78 @@ def test_long_runs_match_protobuf(kind, n):
   assert encoded.tobytes() == _packed(values)
   for bits in (64, 32):
     assert wire.decode_varints(encoded, bits, "test").tolist() == _parse(encoded.tobytes(), bits)
+
+
+# --------------------------------------------------------------------------
+# Tensors whose varints go through protobuf's parser and serialiser (runs of
+# multi-byte varints up to _pure's cutoffs, when protobuf is compiled) and
+# through numpy (one-byte varints, larger runs, or protobuf in pure Python).
+
+from dm_env_rpc_fast.codec import _pure  # pylint: disable=g-import-not-at-top
+
+_TENSOR_KINDS = {  # dtype, payload field, how the values are drawn
+    "int32": (np.int32, "int32s"), "int64": (np.int64, "int64s"),
+    "uint32": (np.uint32, "uint32s"), "uint64": (np.uint64, "uint64s"),
+}
+_TENSOR_COUNTS = sorted({9, 100, _pure._PB_ENCODE_MAX_VALUES, _pure._PB_ENCODE_MAX_VALUES + 1,
+                         _pure._PB_DECODE_MAX_BYTES // 10, _pure._PB_DECODE_MAX_BYTES // 10 + 7,
+                         _pure._PB_DECODE_MAX_BYTES // 5})
+
+
+def _tensor_values(dtype, values_kind: str, n: int, rng) -> np.ndarray:
+  info = np.iinfo(dtype)
+  if values_kind == "full":
+    return rng.integers(info.min, info.max, n, dtype=dtype, endpoint=True)
+  if values_kind == "one_byte":
+    return rng.integers(0, 128, n).astype(dtype)
+  return _values(values_kind, n, rng).astype(dtype)  # (wraps, as a cast does)
+
+
+@pytest.mark.parametrize("protobuf_c", [True, False], ids=["protobuf", "numpy"])
+@pytest.mark.parametrize("values_kind", ["full", "one_byte", "bit_lengths", "mostly_short"])
+@pytest.mark.parametrize("n", _TENSOR_COUNTS)
+@pytest.mark.parametrize("name", sorted(_TENSOR_KINDS))
+def test_varint_tensors_match_protobuf_by_either_route(name, n, values_kind, protobuf_c,
+                                                       monkeypatch):
+  """Encode and decode equal protobuf's bytes and values, whichever route a run takes."""
+  if protobuf_c and not _pure._PROTOBUF_C:
+    pytest.skip("protobuf is not compiled here (pure-Python runtime): the numpy route only")
+  monkeypatch.setattr(_pure, "_PROTOBUF_C", protobuf_c)
+  dtype, field = _TENSOR_KINDS[name]
+  rng = np.random.default_rng([n, len(values_kind), len(name)])
+  values = _tensor_values(dtype, values_kind, n, rng)
+  expected = pb.Tensor(shape=[n])
+  getattr(expected, field).array.extend(values.tolist())
+  data = expected.SerializeToString()
+  assert _pure.encode_tensor(values) == data
+  decoded = _pure.decode_tensor(data)
+  assert decoded.dtype == dtype and decoded.flags.writeable
+  np.testing.assert_array_equal(decoded, values, strict=True)
+
+
+@pytest.mark.parametrize("how", ["bytes", "continuations", "tenth_byte", "long_at_middle", "cut"])
+@pytest.mark.parametrize("name", ["int32", "uint64"])
+def test_malformed_runs_in_protobufs_range_raise_our_error(name, how):
+  """A run protobuf refuses falls back to the numpy route, which names the field;
+  one it accepts decodes to what protobuf's own Tensor parse gives."""
+  dtype, field = _TENSOR_KINDS[name]
+  rng = np.random.default_rng([len(name), len(how)])
+  raw = _corrupt(wire.encode_varints(_values("full", 300, rng)), how, rng)
+  assert raw.size <= _pure._PB_DECODE_MAX_BYTES
+  payload = b"\x0a" + wire.varint_bytes(raw.size) + raw.tobytes()
+  data = bytes([pb.Tensor.DESCRIPTOR.fields_by_name[field].number << 3 | 2]) + wire.varint_bytes(
+      len(payload)) + payload
+  try:
+    reference = pb.Tensor.FromString(data)
+  except Exception:  # pylint: disable=broad-except
+    reference = None
+  if reference is not None:  # a valid run: give the tensor its shape (the run's bytes kept as they are)
+    count = wire.varint_bytes(len(getattr(reference, field).array))
+    data += b"\x7a" + bytes([len(count)]) + count
+    assert pb.Tensor.FromString(data).shape == [len(getattr(reference, field).array)]
+  if reference is None:
+    with pytest.raises(ValueError, match=f"Tensor.{field}"):
+      _pure.decode_tensor(data)
+  else:
+    np.testing.assert_array_equal(
+        _pure.decode_tensor(data), np.array(getattr(reference, field).array, dtype), strict=True)

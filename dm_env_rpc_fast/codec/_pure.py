@@ -81,9 +81,6 @@ def _varint_payload(kind: int, flat: np.ndarray):
   """Packed varint bytes, as a uint8 (or bool) array, for a 1-D array of a varint kind."""
   if kind == BOOL:
     return flat.view(np.uint8) != 0
-  if _PROTOBUF_C and flat.size <= _PB_ENCODE_MAX_VALUES and flat.size and (
-      flat.max() >= 0x80 or flat.min() < 0):
-    return _protobuf_varints(kind, flat)
   if kind == INT32:
     values = flat.astype(np.int64).view(np.uint64)
   elif kind == INT64:
@@ -93,12 +90,15 @@ def _varint_payload(kind: int, flat: np.ndarray):
   return _wire.encode_varints(values)
 
 
-def _protobuf_varints(kind: int, flat: np.ndarray) -> np.ndarray:
-  """_varint_payload through protobuf's serialiser (see _PROTOBUF_C)."""
-  packed = _PB_ARRAYS[kind](array=flat.tolist()).SerializeToString()
-  # `0a <length> <varints>`: skip the tag and the length's bytes.
-  _, start = _wire.read_varint(packed, 1, len(packed), "packed array")
-  return np.frombuffer(packed, np.uint8, len(packed) - start, start)
+def _protobuf_route(kind: int, flat: np.ndarray) -> bool:
+  """Whether protobuf serialises these varints (see _PROTOBUF_C): some take
+  more than one byte, and there are not too many."""
+  # (Viewed unsigned, a negative value is huge: one reduction finds both.)
+  return (_PROTOBUF_C and kind != BOOL and flat.size <= _PB_ENCODE_MAX_VALUES
+          and flat.view(_UNSIGNED_VIEW[kind]).max() >= 0x80)
+
+
+_UNSIGNED_VIEW = {INT32: np.uint32, UINT32: np.uint32, INT64: np.uint64, UINT64: np.uint64}
 
 
 def _shape_bytes(shape) -> bytes:
@@ -119,6 +119,18 @@ def _tensor_parts(kind: int, array: np.ndarray, shape) -> Tuple[List, int]:
     encoded = _small_tensor(kind, flat, shape)
     return [encoded], len(encoded)
   if kind in _VARINT_KINDS:
+    if _protobuf_route(kind, flat):
+      # protobuf's packed array message is the payload message, `0a <len> <varints>`.
+      packed = _PB_ARRAYS[kind](array=flat.tolist()).SerializeToString()
+      head = _PAYLOAD_TAG[kind] + _wire.varint_bytes(len(packed))
+      parts = [head, packed]
+      total = len(head) + len(packed)
+      if shape:
+        dims = _shape_bytes(shape)
+        tail = b"z" + _wire.varint_bytes(len(dims)) + dims
+        parts.append(tail)
+        total += len(tail)
+      return parts, total
     data = _varint_payload(kind, flat)
   elif kind <= DOUBLE and not _LITTLE:
     data = flat.astype(_FLOAT_WIRE[kind])

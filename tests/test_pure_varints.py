@@ -159,7 +159,8 @@ _TENSOR_KINDS = {  # dtype, payload field, how the values are drawn
     "int32": (np.int32, "int32s"), "int64": (np.int64, "int64s"),
     "uint32": (np.uint32, "uint32s"), "uint64": (np.uint64, "uint64s"),
 }
-_TENSOR_COUNTS = sorted({9, 100, _pure._PB_ENCODE_MAX_VALUES, _pure._PB_ENCODE_MAX_VALUES + 1,
+_TENSOR_COUNTS = sorted({1, 2, 8, 9, _pure._FROMITER_BELOW - 1, _pure._FROMITER_BELOW, 100,
+                         _pure._PB_ENCODE_MAX_VALUES, _pure._PB_ENCODE_MAX_VALUES + 1,
                          _pure._PB_DECODE_MAX_BYTES // 10, _pure._PB_DECODE_MAX_BYTES // 10 + 7,
                          _pure._PB_DECODE_MAX_BYTES // 5})
 
@@ -170,11 +171,18 @@ def _tensor_values(dtype, values_kind: str, n: int, rng) -> np.ndarray:
     return rng.integers(info.min, info.max, n, dtype=dtype, endpoint=True)
   if values_kind == "one_byte":
     return rng.integers(0, 128, n).astype(dtype)
+  if values_kind == "one_byte_then_long":  # passes the encoder's first-value guess, then not
+    values = rng.integers(0, 128, n).astype(dtype)
+    values[-1] = info.max
+    return values
+  if values_kind == "below_256":  # bytes(values) works, but some need two bytes
+    return rng.integers(0, 256, n).astype(dtype)
   return _values(values_kind, n, rng).astype(dtype)  # (wraps, as a cast does)
 
 
 @pytest.mark.parametrize("protobuf_c", [True, False], ids=["protobuf", "numpy"])
-@pytest.mark.parametrize("values_kind", ["full", "one_byte", "bit_lengths", "mostly_short"])
+@pytest.mark.parametrize("values_kind", ["full", "one_byte", "one_byte_then_long", "below_256",
+                                         "bit_lengths", "mostly_short"])
 @pytest.mark.parametrize("n", _TENSOR_COUNTS)
 @pytest.mark.parametrize("name", sorted(_TENSOR_KINDS))
 def test_varint_tensors_match_protobuf_by_either_route(name, n, values_kind, protobuf_c,
@@ -190,9 +198,43 @@ def test_varint_tensors_match_protobuf_by_either_route(name, n, values_kind, pro
   getattr(expected, field).array.extend(values.tolist())
   data = expected.SerializeToString()
   assert _pure.encode_tensor(values) == data
+  for buf in (data, bytearray(data), memoryview(data)):
+    decoded = _pure.decode_tensor(buf)
+    assert decoded.dtype == dtype and decoded.flags.writeable
+    np.testing.assert_array_equal(decoded, values, strict=True)
+
+
+@pytest.mark.parametrize("protobuf_c", [True, False], ids=["protobuf", "numpy"])
+@pytest.mark.parametrize("shape", [(), (1,), (2, 3), (4, 1, 8), (3, 50), (16, 16)])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32, np.uint64, np.bool_])
+def test_small_tensors_of_any_shape_match_protobuf(dtype, shape, protobuf_c, monkeypatch):
+  """Small tensors (protobuf's routes when it is compiled) keep their shape, scalars included."""
+  if protobuf_c and not _pure._PROTOBUF_C:
+    pytest.skip("protobuf is not compiled here (pure-Python runtime): the numpy route only")
+  monkeypatch.setattr(_pure, "_PROTOBUF_C", protobuf_c)
+  rng = np.random.default_rng([len(shape), np.dtype(dtype).num])
+  if dtype is np.bool_:
+    values = rng.random(shape) < 0.5
+  else:
+    info = np.iinfo(dtype)
+    values = np.asarray(rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True))
+  expected = pb.Tensor(shape=shape)
+  getattr(expected, _pure._PB_FIELDS[_pure._ARRAY_KINDS[np.dtype(dtype)]]).array.extend(
+      values.ravel().tolist())
+  data = expected.SerializeToString()
+  assert _pure.encode_tensor(values) == data
   decoded = _pure.decode_tensor(data)
-  assert decoded.dtype == dtype and decoded.flags.writeable
+  assert decoded.dtype == dtype and decoded.shape == values.shape
   np.testing.assert_array_equal(decoded, values, strict=True)
+
+
+def test_small_tensor_whose_last_payload_is_not_a_varint_kind():
+  """protobuf's whole-Tensor parse sees floats win over an earlier int32s: the walk decodes it."""
+  first = pb.Tensor(int32s=pb.Tensor.Int32Array(array=[1, -2, 300]), shape=[2])
+  second = pb.Tensor(floats=pb.Tensor.FloatArray(array=[0.5, 1.5]))
+  data = first.SerializeToString() + second.SerializeToString()
+  assert pb.Tensor.FromString(data).WhichOneof("payload") == "floats"
+  np.testing.assert_array_equal(_pure.decode_tensor(data), np.float32([0.5, 1.5]), strict=True)
 
 
 @pytest.mark.parametrize("how", ["bytes", "continuations", "tenth_byte", "long_at_middle", "cut"])

@@ -52,7 +52,7 @@ DATA_KINDS = (
 KB, MB = 1 << 10, 1 << 20
 
 # The sizes the pytest suites run (the harness picks from the same labels).
-SIZES = ("scalar", "1KB", "64KB", "84x84x3", "1MB", "8MB")
+SIZES = ("scalar", "64B", "1KB", "64KB", "84x84x3", "1MB", "8MB")
 
 _UNITS = {"B": 1, "KB": KB, "MB": MB, "GB": 1 << 30}
 _SIZE_RE = re.compile(r"^(\d+)\s*(B|K|KB|KIB|M|MB|MIB|G|GB|GIB)$", re.IGNORECASE)

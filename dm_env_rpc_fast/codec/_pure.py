@@ -56,21 +56,30 @@ _EnvironmentResponse = dm_env_rpc_pb2.EnvironmentResponse
 # cast: `_common.prepare` would find the same kind (equal dtypes have equal types).
 _ARRAY_KINDS = {dtype: kind for kind, dtype in _DTYPES.items() if kind < STRING}
 
-# Mid-sized runs of multi-byte varints go through protobuf's own parser and
+# Short and mid-sized runs of varints go through protobuf's own parser and
 # serialiser when they are compiled (upb or cpp): numpy's varint regrouping
 # costs a dozen whole-array passes and their fixed per-call cost, which a C
-# loop over a few thousand values beats (about 4x at 1 KB of int32, still
-# ahead at 64 KB; measured crossovers below).  Runs of one-byte varints stay
-# with numpy (one astype), and so does anything larger.  Malformed runs fall
-# back to the numpy path, which raises our errors.
+# loop over a few hundred values beats, and which is what dm-env-rpc's path
+# costs too at those sizes.  Measured crossovers (2 cores, protobuf 7 upb):
+# - encode: protobuf serialises up to _PB_ENCODE_MAX_VALUES values (35 ns a
+#   value after tolist); numpy's fixed cost (~7 us) wins beyond.  Values that
+#   are all one-byte varints skip both: their payload is bytes(values).
+# - decode: protobuf parses runs up to _PB_DECODE_MAX_BYTES (a few ns a byte),
+#   and its repeated container turns into an array with one memcpy
+#   (`__array__`); np.fromiter is cheaper for fewer than _FROMITER_BELOW values.
+#   Runs of one-byte varints (bytes.isascii, a C scan) are one astype.
+# Malformed runs fall back to the numpy path, which raises our errors.
 _PROTOBUF_C = api_implementation.Type() in ("upb", "cpp")
 _PB_DECODE_MAX_BYTES = 64 << 10  # varint bytes in the run
-_PB_ENCODE_MAX_VALUES = 4096
+_PB_ENCODE_MAX_VALUES = 256
+_FROMITER_BELOW = 32
+_PB_INTEGERS = frozenset((INT32, INT64, UINT32, UINT64))
 _PB_ARRAYS = {
     INT32: dm_env_rpc_pb2.Tensor.Int32Array,
     INT64: dm_env_rpc_pb2.Tensor.Int64Array,
     UINT32: dm_env_rpc_pb2.Tensor.Uint32Array,
     UINT64: dm_env_rpc_pb2.Tensor.Uint64Array,
+    BOOL: dm_env_rpc_pb2.Tensor.BoolArray,
 }
 
 
@@ -80,6 +89,9 @@ _PB_ARRAYS = {
 def _varint_payload(kind: int, flat: np.ndarray):
   """Packed varint bytes, as a uint8 (or bool) array, for a 1-D array of a varint kind."""
   if kind == BOOL:
+    if flat.size <= _BOOL_TRANSLATE_MAX:
+      # (bytes other than 0 and 1 can only come from a reinterpreting view)
+      return np.frombuffer(flat.tobytes().translate(_BOOL_BYTES), np.uint8)
     return flat.view(np.uint8) != 0
   if kind == INT32:
     values = flat.astype(np.int64).view(np.uint64)
@@ -90,15 +102,34 @@ def _varint_payload(kind: int, flat: np.ndarray):
   return _wire.encode_varints(values)
 
 
-def _protobuf_route(kind: int, flat: np.ndarray) -> bool:
-  """Whether protobuf serialises these varints (see _PROTOBUF_C): some take
-  more than one byte, and there are not too many."""
-  # (Viewed unsigned, a negative value is huge: one reduction finds both.)
-  return (_PROTOBUF_C and kind != BOOL and flat.size <= _PB_ENCODE_MAX_VALUES
-          and flat.view(_UNSIGNED_VIEW[kind]).max() >= 0x80)
+_BOOL_BYTES = bytes([0] + [1] * 255)
+_BOOL_TRANSLATE_MAX = 4096  # (beyond it numpy's comparison is faster)
 
 
-_UNSIGNED_VIEW = {INT32: np.uint32, UINT32: np.uint32, INT64: np.uint64, UINT64: np.uint64}
+def _protobuf_tensor(kind: int, flat: np.ndarray, shape) -> bytes:
+  """The Tensor of a few values of an integer kind (see _PROTOBUF_C): built by
+  hand when all are one-byte varints, else serialised by protobuf."""
+  values = flat.tolist()
+  if 0 <= values[0] < 0x80:  # (a cheap guess before trying the one-byte layout)
+    try:
+      data = bytes(values)  # (ValueError for a negative value or one above 255)
+    except ValueError:
+      data = None
+    if data is not None and data.isascii():  # every value below 0x80
+      count = _wire.varint_bytes(len(data))
+      head = _PAYLOAD_TAG[kind] + _wire.varint_bytes(1 + len(count) + len(data)) + b"\n"
+      if not shape:
+        return head + count + data
+      dims = _shape_bytes(shape)
+      return b"".join((head, count, data, b"z", _wire.varint_bytes(len(dims)), dims))
+  message = _Tensor()
+  getattr(message, _PB_FIELDS[kind]).array.extend(values)
+  message.shape.extend(shape)
+  return message.SerializeToString()
+
+
+_Tensor = dm_env_rpc_pb2.Tensor
+_PB_FIELDS = {kind: _common.KIND_NAMES[kind] for kind in (INT32, INT64, UINT32, UINT64, BOOL)}
 
 
 def _shape_bytes(shape) -> bytes:
@@ -115,22 +146,14 @@ def _shape_bytes(shape) -> bytes:
 def _tensor_parts(kind: int, array: np.ndarray, shape) -> Tuple[List, int]:
   """The wire bytes of a numeric Tensor as a list of buffers, and their total size."""
   flat = array.ravel()  # C-contiguous: copies only a non-contiguous array
-  if flat.size <= 8:
+  size = flat.size
+  if 0 < size <= _PB_ENCODE_MAX_VALUES and kind in _PB_INTEGERS and _PROTOBUF_C:
+    encoded = _protobuf_tensor(kind, flat, shape)
+    return [encoded], len(encoded)
+  if size <= 8:
     encoded = _small_tensor(kind, flat, shape)
     return [encoded], len(encoded)
   if kind in _VARINT_KINDS:
-    if _protobuf_route(kind, flat):
-      # protobuf's packed array message is the payload message, `0a <len> <varints>`.
-      packed = _PB_ARRAYS[kind](array=flat.tolist()).SerializeToString()
-      head = _PAYLOAD_TAG[kind] + _wire.varint_bytes(len(packed))
-      parts = [head, packed]
-      total = len(head) + len(packed)
-      if shape:
-        dims = _shape_bytes(shape)
-        tail = b"z" + _wire.varint_bytes(len(dims)) + dims
-        parts.append(tail)
-        total += len(tail)
-      return parts, total
     data = _varint_payload(kind, flat)
   elif kind <= DOUBLE and not _LITTLE:
     data = flat.astype(_FLOAT_WIRE[kind])
@@ -499,9 +522,8 @@ def _join_varints(data, runs, kind) -> np.ndarray:
 
 def _decode_varints(raw: np.ndarray, kind: int) -> np.ndarray:
   what = _WHAT[kind]
-  if _PROTOBUF_C and kind != BOOL and raw.size <= _PB_DECODE_MAX_BYTES and raw.size and (
-      raw.max() >= 0x80):
-    values = _protobuf_decode(raw, kind)
+  if _PROTOBUF_C and raw.size <= _PB_DECODE_MAX_BYTES:
+    values = _protobuf_varints(raw.tobytes(), kind)
     if values is not None:
       return values
   if kind == BOOL:
@@ -515,15 +537,22 @@ def _decode_varints(raw: np.ndarray, kind: int) -> np.ndarray:
   return values.view(np.int64) if kind == INT64 else values
 
 
-def _protobuf_decode(raw: np.ndarray, kind: int):
-  """_decode_varints through protobuf's parser (see _PROTOBUF_C), or None if
-  protobuf refuses the run (the numpy path then says why)."""
+def _protobuf_varints(chunk, kind: int):
+  """The elements of a run of complete varints (a byte string or memoryview of at
+  most _PB_DECODE_MAX_BYTES) through protobuf's parser (see _PROTOBUF_C), or
+  None if protobuf refuses the run (the numpy path then says why)."""
+  if type(chunk) is not bytes:
+    chunk = bytes(chunk)
+  if chunk.isascii():  # one-byte varints: the bytes are the values
+    # (uint8 to bool casts any nonzero byte to True, as a bool varint reads)
+    return np.frombuffer(chunk, np.uint8).astype(_DTYPES[kind])
   try:
-    message = _PB_ARRAYS[kind].FromString(
-        b"\x0a" + _wire.varint_bytes(raw.size) + raw.tobytes())
+    values = _PB_ARRAYS[kind].FromString(b"\n" + _wire.varint_bytes(len(chunk)) + chunk).array
   except protobuf_message.DecodeError:
     return None
-  return np.array(message.array, _DTYPES[kind])
+  if len(values) < _FROMITER_BELOW:
+    return np.fromiter(values, _DTYPES[kind], len(values))
+  return np.array(values, _DTYPES[kind])  # (one copy: the container has __array__)
 
 
 def _small_varints(data, runs, kind) -> np.ndarray:
@@ -636,7 +665,15 @@ def _flat(data, kind, runs, packed, zero_copy) -> np.ndarray:
     return flat
   if not runs:
     return np.empty(0, _DTYPES[kind])
-  if len(runs) == 1 and runs[0][1] - runs[0][0] <= _SMALL or len(runs) > 1 and not packed:
+  if len(runs) == 1:
+    start, end = runs[0]
+    if _PROTOBUF_C and end - start <= _PB_DECODE_MAX_BYTES:
+      flat = _protobuf_varints(data[start:end], kind)
+      if flat is not None:
+        return flat
+    elif end - start <= _SMALL:
+      return _small_varints(data, runs, kind)
+  elif not packed:
     return _small_varints(data, runs, kind)
   return _join_varints(data, runs, kind)
 
@@ -769,6 +806,36 @@ def _finish(flat, shape):
   return _common.shape_payload(flat, shape)
 
 
+# Small Tensors of a varint payload are parsed whole by protobuf (see
+# _PROTOBUF_C): its parse, then one conversion of the payload, costs less than
+# walking the fields in Python.
+_PB_TENSOR_MAX_BYTES = 2048
+_PB_VARINT_TAGS = frozenset(kind << 3 | 2 for kind in _PB_FIELDS)
+_KIND_OF_FIELD = {name: kind for kind, name in _PB_FIELDS.items()}
+
+
+def _protobuf_tensor_value(data):
+  """decode_tensor of a Tensor's bytes through protobuf's parser, or None when
+  protobuf refuses them (the walk then says why) or the payload that wins is
+  not of a varint kind."""
+  try:
+    message = _Tensor.FromString(data)
+  except protobuf_message.DecodeError:
+    return None
+  kind = _KIND_OF_FIELD.get(message.WhichOneof("payload"))
+  if kind is None:
+    return None
+  values = getattr(message, _PB_FIELDS[kind]).array
+  if len(values) < _FROMITER_BELOW:
+    flat = np.fromiter(values, _DTYPES[kind], len(values))
+  else:
+    flat = np.array(values, _DTYPES[kind])
+  shape = list(message.shape)
+  if len(shape) == 1 and shape[0] == flat.shape[0] != 1:
+    return flat
+  return _finish(flat, shape)
+
+
 def decode_tensor(buf, *, zero_copy: bool = False):
   """Decodes the wire bytes of a `dm_env_rpc.v1.Tensor`.
 
@@ -803,6 +870,11 @@ def decode_tensor(buf, *, zero_copy: bool = False):
   if 4 < end < 0x82 and data[1] == end - 2 and data[2] == 0x0A and data[3] == end - 4:
     # The layout of a scalar: <payload tag> <n + 2> 0a <n> <element>.
     value = _scalar(data, end)
+    if value is not None:
+      return value
+  if 0 < end <= _PB_TENSOR_MAX_BYTES and data[0] in _PB_VARINT_TAGS and _PROTOBUF_C and not (
+      type(data) is bytes and data.isascii()):  # (all one-byte: the walk is cheaper)
+    value = _protobuf_tensor_value(data)
     if value is not None:
       return value
   fast = _fast_tensor(data, 0, end, zero_copy)

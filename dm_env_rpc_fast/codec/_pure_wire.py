@@ -170,10 +170,8 @@ def skip_message(data, pos: int, end: int, depth: int, what: str, children=None)
 
 def varint_bytes(value: int) -> bytes:
   """The varint encoding of a value already reduced to 0 <= value < 2**64."""
-  if value < 0x80:
-    return _SMALL[value]
   if value < 0x4000:
-    return bytes((value & 0x7F | 0x80, value >> 7))
+    return _SHORT[value]
   out = bytearray()
   while value >= 0x80:
     out.append((value & 0x7F) | 0x80)
@@ -183,6 +181,9 @@ def varint_bytes(value: int) -> bytes:
 
 
 _SMALL = [bytes((i,)) for i in range(0x80)]
+# Every one- and two-byte varint (lengths, shapes, keys of up to 16 KiB): a
+# lookup costs a third of building one.
+_SHORT = _SMALL + [bytes((i & 0x7F | 0x80, i >> 7)) for i in range(0x80, 0x4000)]
 
 
 # ---------------------------------------------------------------------------

@@ -160,7 +160,8 @@ _TENSOR_KINDS = {  # dtype, payload field, how the values are drawn
     "uint32": (np.uint32, "uint32s"), "uint64": (np.uint64, "uint64s"),
 }
 _TENSOR_COUNTS = sorted({1, 2, 8, 9, _pure._FROMITER_BELOW - 1, _pure._FROMITER_BELOW, 100,
-                         _pure._PB_ENCODE_MAX_VALUES, _pure._PB_ENCODE_MAX_VALUES + 1,
+                         *_pure._PB_ENCODE_MAX_VALUES.values(),
+                         *(n + 1 for n in _pure._PB_ENCODE_MAX_VALUES.values()),
                          _pure._PB_DECODE_MAX_BYTES // 10, _pure._PB_DECODE_MAX_BYTES // 10 + 7,
                          _pure._PB_DECODE_MAX_BYTES // 5})
 

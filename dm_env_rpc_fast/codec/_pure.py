@@ -61,8 +61,9 @@ _ARRAY_KINDS = {dtype: kind for kind, dtype in _DTYPES.items() if kind < STRING}
 # costs a dozen whole-array passes and their fixed per-call cost, which a C
 # loop over a few hundred values beats, and which is what dm-env-rpc's path
 # costs too at those sizes.  Measured crossovers (2 cores, protobuf 7 upb):
-# - encode: protobuf serialises up to _PB_ENCODE_MAX_VALUES values (35 ns a
-#   value after tolist); numpy's fixed cost (~7 us) wins beyond.  Values that
+# - encode: protobuf serialises up to _PB_ENCODE_MAX_VALUES values of a kind
+#   (35 ns a value after tolist, as dm-env-rpc's path); numpy's fixed cost
+#   (~7 us) wins beyond, soonest where its varints are shortest.  Values that
 #   are all one-byte varints skip both: their payload is bytes(values).
 # - decode: protobuf parses runs up to _PB_DECODE_MAX_BYTES (a few ns a byte),
 #   and its repeated container turns into an array with one memcpy
@@ -71,9 +72,8 @@ _ARRAY_KINDS = {dtype: kind for kind, dtype in _DTYPES.items() if kind < STRING}
 # Malformed runs fall back to the numpy path, which raises our errors.
 _PROTOBUF_C = api_implementation.Type() in ("upb", "cpp")
 _PB_DECODE_MAX_BYTES = 64 << 10  # varint bytes in the run
-_PB_ENCODE_MAX_VALUES = 256
+_PB_ENCODE_MAX_VALUES = {INT32: 320, UINT32: 192, INT64: 224, UINT64: 224}
 _FROMITER_BELOW = 32
-_PB_INTEGERS = frozenset((INT32, INT64, UINT32, UINT64))
 _PB_ARRAYS = {
     INT32: dm_env_rpc_pb2.Tensor.Int32Array,
     INT64: dm_env_rpc_pb2.Tensor.Int64Array,
@@ -147,7 +147,7 @@ def _tensor_parts(kind: int, array: np.ndarray, shape) -> Tuple[List, int]:
   """The wire bytes of a numeric Tensor as a list of buffers, and their total size."""
   flat = array.ravel()  # C-contiguous: copies only a non-contiguous array
   size = flat.size
-  if 0 < size <= _PB_ENCODE_MAX_VALUES and kind in _PB_INTEGERS and _PROTOBUF_C:
+  if 0 < size <= _PB_ENCODE_MAX_VALUES.get(kind, 0) and _PROTOBUF_C:
     encoded = _protobuf_tensor(kind, flat, shape)
     return [encoded], len(encoded)
   if size <= 8:

@@ -247,6 +247,25 @@ def test_large_tensors(codec, name):
                                                                  zero_copy))
 
 
+@pytest.mark.parametrize("shape", [(16384,), (20000,), (3, 20000), (20000, 3), (130, 140),
+                                   (2**21 - 1,), (2**21,), (5, 200, 30)], ids=str)
+@pytest.mark.parametrize("name", ["uint8s", "floats", "int32s"])
+def test_multi_byte_lengths_and_dimensions(codec, name, shape):
+  """Lengths and dimensions of two, three and four bytes, alone or beside others."""
+  dtype = NUMERIC_DTYPES[name]
+  value = (np.arange(int(np.prod(shape))) % 120).astype(dtype).reshape(shape)
+  message = pb.Tensor(shape=shape)
+  if dtype.itemsize == 1:
+    getattr(message, name).array = value.tobytes()
+  else:
+    getattr(message, name).array.extend(value.ravel().tolist())
+  buf = message.SerializeToString()
+  assert codec.encode_tensor(value) == buf
+  out = codec.decode_tensor(buf)
+  assert out.shape == shape and out.dtype == dtype
+  np.testing.assert_array_equal(out, value)
+
+
 def test_no_payload_is_a_type_error(codec):
   for buf in (b"", lfield(15, b"\x01\x02"), vfield(20, 1), lfield(15, b"")):
     with pytest.raises(TypeError):

@@ -679,7 +679,7 @@ def _flat(data, kind, runs, packed, zero_copy) -> np.ndarray:
 
 
 def _read_len(data, pos: int, end: int, what: str):
-  """`_wire.read_length`, with the one- and two-byte lengths that fit read inline."""
+  """`_wire.read_length`, with the one- to three-byte lengths that fit read inline."""
   if pos < end:
     length = data[pos]
     if length < 0x80:
@@ -687,6 +687,9 @@ def _read_len(data, pos: int, end: int, what: str):
     elif pos + 1 < end and data[pos + 1] < 0x80:
       length = (length & 0x7F) | data[pos + 1] << 7
       start = pos + 2
+    elif pos + 2 < end and data[pos + 2] < 0x80:  # (up to 2 MiB)
+      length = (length & 0x7F) | (data[pos + 1] & 0x7F) << 7 | data[pos + 2] << 14
+      start = pos + 3
     else:
       return _wire.read_length(data, pos, end, what)
     if start + length <= end:
@@ -729,6 +732,8 @@ def _fast_tensor(data, pos: int, end: int, zero_copy: bool):
         return None
       if len(shape) == 2:  # one dimension of 128 to 16383
         shape = [(shape[0] & 0x7F) | shape[1] << 7]
+      elif len(shape) == 3 and shape[0] >= 0x80 and shape[1] >= 0x80:  # one of 2**14 to 2**21 - 1
+        shape = [(shape[0] & 0x7F) | (shape[1] & 0x7F) << 7 | shape[2] << 14]
       else:
         try:
           shape = _shape(data, ((dims, pos),))

@@ -7,6 +7,7 @@ each benchmark times `step()` of one client:
 
   ceiling    raw stream -> pre-serialised server (the gRPC limit for the bytes)
   raw_ours   raw stream -> our server
+  raw_copy   the same plus one copy of each response (the bound for `fast`)
   fast       dm_env_rpc_fast's DmEnvAdaptor -> our server
   fast_zc    the same with zero_copy=True
   upstream   dm-env-rpc's DmEnvAdaptor -> our server (fails when dm-env-rpc is

@@ -17,6 +17,9 @@ Clients, all in this process, measured in rotation (see `timing`):
               response bytes in, nothing encoded or decoded on either side.
               The raw gRPC stream limit for this byte count.
   raw_ours    raw client -> our server: the ceiling plus our server's cost.
+  raw_copy    the same, plus one copy of each response's bytes into fresh memory:
+              the least any client returning writable arrays must add (the bound
+              for `fast`, which copies every observation by dm-env-rpc's contract).
   fast        dm_env_rpc_fast's DmEnvAdaptor.step -> our server (observations
               copied into writable arrays: dm-env-rpc's semantics).
   fast_zc     the same with zero_copy=True (read-only views, no copy).
@@ -53,15 +56,16 @@ from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
 PROCESS_METHOD = "/dm_env_rpc.v1.Environment/Process"
-CLIENTS = ("ceiling", "raw_ours", "fast", "fast_zc", "upstream")
+CLIENTS = ("ceiling", "raw_ours", "raw_copy", "fast", "fast_zc", "upstream")
 CLIENT_TITLES = {
     "ceiling": "raw stream -> pre-serialised server (the ceiling)",
     "raw_ours": "raw stream -> our server",
+    "raw_copy": "raw stream -> our server, plus one copy of each response",
     "fast": "dm_env_rpc_fast DmEnvAdaptor",
     "fast_zc": "dm_env_rpc_fast DmEnvAdaptor, zero_copy=True",
     "upstream": "dm-env-rpc DmEnvAdaptor",
 }
-SERVER_OF = {"ceiling": "pre-serialised", "raw_ours": "ours", "fast": "ours",
+SERVER_OF = {"ceiling": "pre-serialised", "raw_ours": "ours", "raw_copy": "ours", "fast": "ours",
              "fast_zc": "ours", "upstream": "ours"}
 OBSERVATION = "obs_0"
 
@@ -194,6 +198,10 @@ class RawClient:
   def step(self) -> bytes:
     self._requests.put(self.request)
     return next(self._stream)
+
+  def step_and_copy(self) -> np.ndarray:
+    """step(), then the response's bytes copied into a fresh array (one memcpy)."""
+    return np.frombuffer(self.step(), np.uint8).copy()
 
   def close(self) -> None:
     self._requests.put(None)
@@ -365,6 +373,13 @@ class ClientSet:
     except Exception as e:  # pylint: disable=broad-except
       self.members["ceiling"] = Unavailable("FAILED", f"{type(e).__name__}: {e}")
     self.members["raw_ours"] = timing.Member(Call(raw_ours.step, check), ours.cpu_seconds)
+    try:
+      raw_copy = self._keep(RawClient(ours.address, settings))
+      raw_copy.step()  # (the reset step)
+      self.members["raw_copy"] = timing.Member(
+          Call(raw_copy.step_and_copy, lambda copied: check(copied.tobytes())), ours.cpu_seconds)
+    except Exception as e:  # pylint: disable=broad-except
+      self.members["raw_copy"] = Unavailable("FAILED", f"{type(e).__name__}: {e}")
     adaptors = {
         "fast": (fast_connection, fast_adaptor, {}),
         "fast_zc": (fast_connection, fast_adaptor, {"zero_copy": True}),

@@ -56,8 +56,23 @@ T load_elem(const uint8_t* p) {
 constexpr size_t kLineBytes = 64;
 constexpr size_t kWriteBlockBytes = 1024;
 
+// Whether every element is a one-byte varint (below 0x80): an OR over the
+// array, which runs at memory speed where the size pass does not, stopping at
+// the first block that holds a larger value (usually the first).
+template <class T>
+bool all_one_byte(const uint8_t* data, size_t count) {
+  constexpr size_t kBlock = 256;
+  uint64_t high = 0;
+  for (size_t i = 0; i < count && high < 0x80; i += kBlock) {
+    const size_t stop = count - i < kBlock ? count : i + kBlock;
+    for (size_t j = i; j < stop; ++j) high |= wire_value(load_elem<T>(data + j * sizeof(T)));
+  }
+  return high < 0x80;
+}
+
 template <class T>
 size_t varints_size(const uint8_t* data, size_t count) {
+  if (all_one_byte<T>(data, count)) return count;
   constexpr size_t kBlock = kLineBytes / sizeof(T);
   const uint8_t* end = data + count * sizeof(T);
   size_t n = 0;
@@ -72,6 +87,19 @@ size_t varints_size(const uint8_t* data, size_t count) {
 
 template <class T>
 uint8_t* write_varints(const uint8_t* data, size_t count, uint8_t* out, uint8_t* end) {
+  if (static_cast<size_t>(end - out) == count) {
+    // Sized at one byte an element: every value is below 0x80, so the bytes
+    // are the values, narrowed in a loop the compiler vectorises.  Only an
+    // array changed meanwhile can hold a larger one, caught by `high`.
+    uint64_t high = 0;
+    for (size_t i = 0; i < count; ++i) {
+      const uint64_t v = wire_value(load_elem<T>(data + i * sizeof(T)));
+      high |= v;
+      out[i] = static_cast<uint8_t>(v);
+    }
+    if (high >= 0x80) throw_changed();
+    return end;
+  }
   constexpr size_t kBlock = kWriteBlockBytes / sizeof(T);
   const uint8_t* data_end = data + count * sizeof(T);
   size_t i = 0;

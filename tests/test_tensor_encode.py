@@ -146,6 +146,21 @@ def test_big_arrays(codec, dtype, n):
   assert_encodes_like_upstream(codec, np.asfortranarray(square))
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32, np.uint64], ids=str)
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 513, 70_000])
+@pytest.mark.parametrize("where", [None, "first", "block_end", "last"])
+def test_one_byte_varint_arrays_and_a_longer_one_anywhere(codec, dtype, n, where):
+  """All values below 0x80 (one byte each on the wire), or all but one that is longer:
+  first, at the end of a 256-element block, or last."""
+  value = (np.arange(n) % 128).astype(dtype)
+  if where is not None:
+    index = {"first": 0, "block_end": min(n, 256) - 1, "last": n - 1}[where]
+    value[index] = 128 if index % 2 else np.iinfo(dtype).max
+    if np.dtype(dtype).kind == "i" and index % 3 == 0:
+      value[index] = -1
+  assert_encodes_like_upstream(codec, value)
+
+
 def test_bool_bytes_other_than_0_and_1_are_normalised(codec):
   value = np.array([0, 1, 2, 127, 128, 255, 0, 64], np.uint8).view(bool)
   got = assert_encodes_like_upstream(codec, value)

@@ -89,8 +89,8 @@ template <class T>
 uint8_t* write_varints(const uint8_t* data, size_t count, uint8_t* out, uint8_t* end) {
   if (static_cast<size_t>(end - out) == count) {
     // Sized at one byte an element: every value is below 0x80, so the bytes
-    // are the values, narrowed in a loop the compiler vectorises.  Only an
-    // array changed meanwhile can hold a larger one, caught by `high`.
+    // are the values, narrowed in one plain loop.  Only an array changed
+    // meanwhile can hold a larger one, caught by `high`.
     uint64_t high = 0;
     for (size_t i = 0; i < count; ++i) {
       const uint64_t v = wire_value(load_elem<T>(data + i * sizeof(T)));

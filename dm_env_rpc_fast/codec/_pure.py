@@ -73,7 +73,7 @@ _ARRAY_KINDS = {dtype: kind for kind, dtype in _DTYPES.items() if kind < STRING}
 _PROTOBUF_C = api_implementation.Type() in ("upb", "cpp")
 _PB_DECODE_MAX_BYTES = 64 << 10  # varint bytes in the run
 _PB_ENCODE_MAX_VALUES = {INT32: 320, UINT32: 192, INT64: 224, UINT64: 224}
-_FROMITER_BELOW = 32
+_FROMITER_BELOW = 44
 _PB_ARRAYS = {
     INT32: dm_env_rpc_pb2.Tensor.Int32Array,
     INT64: dm_env_rpc_pb2.Tensor.Int64Array,
@@ -106,22 +106,19 @@ _BOOL_BYTES = bytes([0] + [1] * 255)
 _BOOL_TRANSLATE_MAX = 4096  # (beyond it numpy's comparison is faster)
 
 
-def _protobuf_tensor(kind: int, flat: np.ndarray, shape) -> bytes:
-  """The Tensor of a few values of an integer kind (see _PROTOBUF_C): built by
-  hand when all are one-byte varints, else serialised by protobuf."""
-  values = flat.tolist()
-  if 0 <= values[0] < 0x80:  # (a cheap guess before trying the one-byte layout)
-    try:
-      data = bytes(values)  # (ValueError for a negative value or one above 255)
-    except ValueError:
-      data = None
-    if data is not None and data.isascii():  # every value below 0x80
-      count = _wire.varint_bytes(len(data))
-      head = _PAYLOAD_TAG[kind] + _wire.varint_bytes(1 + len(count) + len(data)) + b"\n"
-      if not shape:
-        return head + count + data
-      dims = _shape_bytes(shape)
-      return b"".join((head, count, data, b"z", _wire.varint_bytes(len(dims)), dims))
+def _one_byte_varints(values: list):
+  """bytes(values) when every value is a one-byte varint (0..127), else None."""
+  if not 0 <= values[0] < 0x80:  # (a cheap guess before trying)
+    return None
+  try:
+    data = bytes(values)  # (ValueError for a negative value or one above 255)
+  except ValueError:
+    return None
+  return data if data.isascii() else None
+
+
+def _protobuf_tensor(kind: int, values: list, shape) -> bytes:
+  """The Tensor of a few values of an integer kind, serialised by protobuf (see _PROTOBUF_C)."""
   message = _Tensor()
   getattr(message, _PB_FIELDS[kind]).array.extend(values)
   message.shape.extend(shape)
@@ -148,18 +145,21 @@ def _tensor_parts(kind: int, array: np.ndarray, shape) -> Tuple[List, int]:
   flat = array.ravel()  # C-contiguous: copies only a non-contiguous array
   size = flat.size
   if 0 < size <= _PB_ENCODE_MAX_VALUES.get(kind, 0) and _PROTOBUF_C:
-    encoded = _protobuf_tensor(kind, flat, shape)
-    return [encoded], len(encoded)
-  if size <= 8:
+    values = flat.tolist()
+    data = _one_byte_varints(values)
+    if data is None:
+      encoded = _protobuf_tensor(kind, values, shape)
+      return [encoded], len(encoded)
+  elif size <= 8:
     encoded = _small_tensor(kind, flat, shape)
     return [encoded], len(encoded)
-  if kind in _VARINT_KINDS:
+  elif kind in _VARINT_KINDS:
     data = _varint_payload(kind, flat)
   elif kind <= DOUBLE and not _LITTLE:
     data = flat.astype(_FLOAT_WIRE[kind])
   else:
     data = flat
-  size = data.nbytes
+  size = len(data) if type(data) is bytes else data.nbytes
   varint = _wire.varint_bytes
   if size:
     length = varint(size)
@@ -521,11 +521,16 @@ def _join_varints(data, runs, kind) -> np.ndarray:
 
 
 def _decode_varints(raw: np.ndarray, kind: int) -> np.ndarray:
-  what = _WHAT[kind]
   if _PROTOBUF_C and raw.size <= _PB_DECODE_MAX_BYTES:
     values = _protobuf_varints(raw.tobytes(), kind)
     if values is not None:
       return values
+  return _numpy_varints(raw, kind)
+
+
+def _numpy_varints(raw: np.ndarray, kind: int) -> np.ndarray:
+  """_decode_varints by numpy alone: raises our error for a malformed run."""
+  what = _WHAT[kind]
   if kind == BOOL:
     if raw.size and raw.max() < 0x80:
       return raw != 0
@@ -550,6 +555,11 @@ def _protobuf_varints(chunk, kind: int):
     values = _PB_ARRAYS[kind].FromString(b"\n" + _wire.varint_bytes(len(chunk)) + chunk).array
   except protobuf_message.DecodeError:
     return None
+  return _repeated_array(values, kind)
+
+
+def _repeated_array(values, kind: int) -> np.ndarray:
+  """A fresh array of a protobuf repeated scalar container's values."""
   if len(values) < _FROMITER_BELOW:
     return np.fromiter(values, _DTYPES[kind], len(values))
   return np.array(values, _DTYPES[kind])  # (one copy: the container has __array__)
@@ -671,7 +681,9 @@ def _flat(data, kind, runs, packed, zero_copy) -> np.ndarray:
       flat = _protobuf_varints(data[start:end], kind)
       if flat is not None:
         return flat
-    elif end - start <= _SMALL:
+      # (protobuf refused the run: numpy's pass says why)
+      return _numpy_varints(np.frombuffer(data, np.uint8, end - start, start), kind)
+    if end - start <= _SMALL:
       return _small_varints(data, runs, kind)
   elif not packed:
     return _small_varints(data, runs, kind)
@@ -830,11 +842,7 @@ def _protobuf_tensor_value(data):
   kind = _KIND_OF_FIELD.get(message.WhichOneof("payload"))
   if kind is None:
     return None
-  values = getattr(message, _PB_FIELDS[kind]).array
-  if len(values) < _FROMITER_BELOW:
-    flat = np.fromiter(values, _DTYPES[kind], len(values))
-  else:
-    flat = np.array(values, _DTYPES[kind])
+  flat = _repeated_array(getattr(message, _PB_FIELDS[kind]).array, kind)
   shape = list(message.shape)
   if len(shape) == 1 and shape[0] == flat.shape[0] != 1:
     return flat

@@ -22,8 +22,9 @@ intercepted channel, whose interceptors expect messages), the stream carries
 protobuf messages and `send_step` converts at the edge, so its results are the
 same either way.
 """
+import logging
 import queue
-from typing import Dict, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 import grpc
 
@@ -92,6 +93,14 @@ class _Decoded:
     self.error = error
 
 
+def _call_quietly(callback) -> None:
+  """Runs a readiness callback; what it raises is logged, never propagated."""
+  try:
+    callback()
+  except Exception:  # pylint: disable=broad-except
+    logging.getLogger(__name__).exception("a step's on_ready callback raised")
+
+
 class StreamReaderWriter(object):
   """Writes requests to, and reads responses from, one Process stream.
 
@@ -126,13 +135,22 @@ class StreamReaderWriter(object):
     Runs on gRPC's thread and must neither raise nor return None (either
     would end the stream), so what decoding raises is carried to the reader.
     """
-    zero_copy, self._decode_next = self._decode_next, None
-    if zero_copy is None or data[:1] != _STEP_RESPONSE_TAG:
+    pending, self._decode_next = self._decode_next, None
+    if pending is None:
       return data
-    try:
-      return _Decoded(codec.decode_step_response(data, zero_copy=zero_copy), None)
-    except Exception as e:  # pylint: disable=broad-except
-      return _Decoded(None, e)
+    zero_copy, out, on_ready = pending
+    if data[:1] != _STEP_RESPONSE_TAG:
+      result = data
+    else:
+      try:
+        result = _Decoded(codec.decode_step_response(data, zero_copy=zero_copy, out=out)
+                          if out is not None else
+                          codec.decode_step_response(data, zero_copy=zero_copy), None)
+      except Exception as e:  # pylint: disable=broad-except
+        result = _Decoded(None, e)
+    if on_ready is not None:
+      _call_quietly(on_ready)
+    return result
 
   def write(self, request: dm_env_rpc_pb2.EnvironmentRequest):
     """Queues `request` for sending; returns at once."""
@@ -154,12 +172,23 @@ class StreamReaderWriter(object):
     response = next(self._stream)
     return response if self._raw else response.SerializeToString()
 
-  def write_step(self, data: bytes, zero_copy: bool):
-    """Queues a serialised step request; `read_step` returns its decoded answer."""
-    self._decode_next = bool(zero_copy)
-    self._requests.put(data if self._raw else _EnvironmentRequest.FromString(data))
+  def write_step(self, data: bytes, zero_copy: bool, out=None, on_ready=None):
+    """Queues a serialised step request; `read_step` returns its decoded answer.
 
-  def read_step(self, zero_copy: bool) -> Tuple[int, Dict[int, object]]:
+    `out` and `on_ready` are as for `Connection.start_step`.
+    """
+    if self._raw:
+      self._decode_next = (bool(zero_copy), out, on_ready)
+      self._requests.put(data)
+    else:
+      # A stream of messages: nothing runs on gRPC's thread for us, so the
+      # answer is ready as soon as it is read.
+      self._decode_next = None
+      self._requests.put(_EnvironmentRequest.FromString(data))
+      if on_ready is not None:
+        _call_quietly(on_ready)
+
+  def read_step(self, zero_copy: bool, out=None) -> Tuple[int, Dict[int, object]]:
     """Blocks for the answer to `write_step`: `codec.decode_step_response` of it."""
     response = next(self._stream)
     if type(response) is _Decoded:
@@ -170,6 +199,8 @@ class StreamReaderWriter(object):
     self._decode_next = None
     if not self._raw:
       response = response.SerializeToString()
+    if out is not None:
+      return codec.decode_step_response(response, zero_copy=zero_copy, out=out)
     return codec.decode_step_response(response, zero_copy=zero_copy)
 
   def close(self):
@@ -201,6 +232,7 @@ class Connection(object):
     if type(stub) is _GENERATED_STUB and _is_grpc_channel(channel):
       stub = _RawEnvironmentStub(channel)
     self._stream = StreamReaderWriter(stub, metadata)
+    self._in_flight = None  # (zero_copy, out) between start_step and finish_step
 
   def send(
       self,
@@ -224,6 +256,8 @@ class Connection(object):
     stream = self._stream
     if stream is None:
       raise ValueError("Cannot send request after stream is closed.")
+    if self._in_flight is not None:
+      raise ValueError("send: a step is in flight; call finish_step first.")
     stream.write(environment_request)
     return message_utils.unpack_environment_response(stream.read(), field_name)
 
@@ -254,11 +288,63 @@ class Connection(object):
       ValueError: the connection is closed, or the answer is not a step
         response or is malformed.
     """
+    self.start_step(actions, requested_observations, zero_copy=zero_copy)
+    return self.finish_step()
+
+  def start_step(
+      self,
+      actions: Mapping[int, object],
+      requested_observations: Sequence[int],
+      *,
+      zero_copy: bool = False,
+      out: Optional[Mapping[int, object]] = None,
+      on_ready: Optional[Callable[[], None]] = None,
+  ) -> None:
+    """Sends a step request without waiting for its answer.
+
+    `send_step` is `start_step` then `finish_step`.  The split lets one thread
+    keep requests to many connections in flight at once (the batched client
+    in `dm_env_rpc_fast.vector` does).  Exactly one `finish_step` must follow
+    each `start_step`, before any other request on this connection.
+
+    Args:
+      actions, requested_observations, zero_copy: as for `send_step`.
+      out: optional {uid: writable numpy array}: those observations are
+        decoded straight into the given arrays (see `codec.decode_step_response`).
+      on_ready: optional callable, run once, on another thread or before
+        this method returns, when the answer has arrived (or the connection
+        failed), so that `finish_step` will not wait.  It must be quick and
+        must not call back into this connection; what it raises is logged.
+
+    Raises:
+      ValueError: the connection is closed, a step is already in flight, or
+        an action cannot be encoded.
+    """
     stream = self._stream
     if stream is None:
       raise ValueError("Cannot send request after stream is closed.")
-    stream.write_step(codec.encode_step_request(actions, requested_observations), zero_copy)
-    return stream.read_step(zero_copy)
+    if self._in_flight is not None:
+      raise ValueError("start_step: a step is already in flight; call finish_step first.")
+    data = codec.encode_step_request(actions, requested_observations)
+    stream.write_step(data, zero_copy, out, on_ready)
+    self._in_flight = (bool(zero_copy), out)
+
+  def finish_step(self) -> Tuple[int, Dict[int, object]]:
+    """Waits for the answer to `start_step` and returns it as `send_step` does.
+
+    Raises:
+      DmEnvRpcError: the server answered with an error.
+      ValueError: no step is in flight, the connection is closed, or the
+        answer is malformed.
+    """
+    stream = self._stream
+    if stream is None:
+      raise ValueError("Cannot send request after stream is closed.")
+    pending, self._in_flight = self._in_flight, None
+    if pending is None:
+      raise ValueError("finish_step: no step in flight; call start_step first.")
+    zero_copy, out = pending
+    return stream.read_step(zero_copy, out)
 
   def close(self):
     """Ends the stream and its request thread.  Closing again does nothing."""

@@ -7,6 +7,16 @@ separator of dm_env_rpc's adaptor ("."), list and tuple positions by their
 index.  Dict keys are taken in sorted order, so the same spec always gets the
 same UIDs, counted from 1 in that order.  A lone, un-nested spec is named by
 its own `name`, or "action" / "observation" when it has none.
+
+A dimension of -1 means any size along that axis (dm_env_rpc's TensorSpec
+rule): values are checked with that axis free, and the default action of
+such a spec is empty along it.
+
+Bounds that bound nothing are left out of the TensorSpec, so that every
+client reads it: infinite float bounds, and an integer maximum equal to its
+dtype's maximum (dm-env-rpc's adaptor turns a scalar integer spec from 0 into
+a DiscreteArray of `max + 1` values, computed in the dtype, which overflows
+there).  A client reads a missing bound as its dtype's limit: the same range.
 """
 import dataclasses
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -25,6 +35,7 @@ DISCOUNT = "discount"
 _FLOAT64 = np.dtype(np.float64)
 _FLOAT32 = np.dtype(np.float32)
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_OBSERVATION = "the environment's observation"
 
 
 class SpecError(ValueError):
@@ -58,7 +69,13 @@ def _is_string(spec: specs.Array) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Leaf:
-  """One tensor of a spec: where it sits in the nest and what it must be."""
+  """One tensor of a spec: where it sits in the nest and what it must be.
+
+  `minimum` and `maximum` are the bounds the TensorSpec carries (broadcast to
+  the shape, or 0-d for a variable shape); `low` and `high`, derived from them,
+  are what values are checked against: None where the bound covers the whole
+  dtype (nothing to check), one scalar when every element's bound is the same.
+  """
   uid: int
   name: str
   path: Tuple
@@ -68,6 +85,38 @@ class Leaf:
   shape: Tuple[int, ...]
   minimum: Optional[np.ndarray]
   maximum: Optional[np.ndarray]
+  low: Any = dataclasses.field(init=False, repr=False, compare=False)
+  high: Any = dataclasses.field(init=False, repr=False, compare=False)
+  bounded: bool = dataclasses.field(init=False, repr=False, compare=False)
+  variable: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+  def __post_init__(self):
+    low, high = _compact(self.minimum), _compact(self.maximum)
+    if self.dtype is not None and self.dtype.kind in "iu":
+      info = np.iinfo(self.dtype)
+      low = None if low is not None and np.ndim(low) == 0 and low == info.min else low
+      high = None if high is not None and np.ndim(high) == 0 and high == info.max else high
+    object.__setattr__(self, "low", low)
+    object.__setattr__(self, "high", high)
+    object.__setattr__(self, "bounded", low is not None or high is not None)
+    object.__setattr__(self, "variable", any(d < 0 for d in self.shape))
+
+  def fits(self, shape: Tuple[int, ...]) -> bool:
+    """Whether `shape` is this leaf's shape, a -1 dimension taking any size."""
+    return shape == self.shape or (self.variable and len(shape) == len(self.shape) and all(
+        want < 0 or got == want for got, want in zip(shape, self.shape)))
+
+  def default_action(self):
+    """The value an action holds before a client sends one: the spec's
+    `generate_value()`, except that a -1 dimension is empty and strings are
+    numpy str_ (the dtype of the strings a client sends)."""
+    if self.dtype is not None and not self.variable:
+      return self.spec.generate_value()
+    shape = tuple(max(d, 0) for d in self.shape)
+    if self.dtype is not None:
+      return np.zeros(shape, self.dtype)
+    value = np.full(shape, "", dtype=np.str_)
+    return value if shape else value[()]
 
   @property
   def label(self) -> str:
@@ -91,25 +140,47 @@ class Leaf:
       array = value if isinstance(value, np.ndarray) else np.asarray(value)
       if array.dtype != self.dtype:
         raise ValueError(f"{what} {self.label} has dtype {array.dtype}; its spec says {self.dtype}")
-    if array.shape != self.shape:
+    if array.shape != self.shape and not self.fits(array.shape):
       raise ValueError(f"{what} {self.label} has shape {list(array.shape)}; "
                        f"its spec says {list(self.shape)}")
-    if not array.ndim and self.minimum is not None and self.maximum is not None:
+    return self.check_bounds(array, what) if self.bounded else array
+
+  def check_bounds(self, array: np.ndarray, what: str) -> np.ndarray:
+    """`array` (of this leaf's dtype and shape), or ValueError naming the first
+    element out of bounds.  NaN is in bounds (as for dm_env's `validate`)."""
+    low, high = self.low, self.high
+    if not array.ndim:
       # The common case (a bounded scalar), in plain Python: a step runs this for
-      # every action, and two numpy ufuncs on a 0-d array cost more than the rest.
+      # every action, and numpy ufuncs on a 0-d array cost more than the rest.
       item = array.item()
-      if self.minimum.item() <= item <= self.maximum.item() or item != item:  # NaN: as np.less
+      if ((low is None or low <= item) and (high is None or item <= high)) or item != item:
         return array
-    for bound, fails, side in ((self.minimum, np.less, "below its minimum"),
-                               (self.maximum, np.greater, "above its maximum")):
+    elif not array.size:
+      return array
+    else:
+      # One reduction per side, with no temporary array; `not >=` so that a NaN
+      # (which min() and max() propagate) takes the exact path below.
+      # (A bound is a numpy scalar when uniform, else an array of the leaf's shape.)
+      fine = True
+      if low is not None:
+        fine = (array.min() >= low if type(low) is not np.ndarray
+                else not np.less(array, low).any())
+      if fine and high is not None:
+        fine = (array.max() <= high if type(high) is not np.ndarray
+                else not np.greater(array, high).any())
+      if fine:
+        return array
+    for bound, fails, side in ((low, np.less, "below its minimum"),
+                               (high, np.greater, "above its maximum")):
       if bound is not None:
         bad = fails(array, bound)
         if bad.any():
           index = tuple(int(i) for i in np.argwhere(bad)[0]) if array.ndim else ()
           where = f"element {list(index)} is " if index else ""
+          limit = bound[index] if np.ndim(bound) else bound
           raise ValueError(f"{what} {self.label} is {side}: {where}{array[index].item()!r}, "
-                           f"the bound is {bound[index].item()!r}")
-    return array
+                           f"the bound is {limit.item()!r}")
+    return array  # out of the fast check only by NaN
 
 
 def _compact(bound: Optional[np.ndarray]):
@@ -124,6 +195,8 @@ def _compact(bound: Optional[np.ndarray]):
 
 def _leaf(uid: int, name: str, path: Tuple, spec: specs.Array) -> Leaf:
   shape = tuple(int(d) for d in spec.shape)
+  if any(d < -1 for d in shape):
+    raise SpecError(f"{name!r} has shape {list(shape)}: a dimension is a size, or -1 for any size")
   if _is_string(spec):
     return Leaf(uid, name, path, spec, dm_env_rpc_pb2.DataType.STRING, None, shape, None, None)
   dtype = np.dtype(spec.dtype)
@@ -133,11 +206,20 @@ def _leaf(uid: int, name: str, path: Tuple, spec: specs.Array) -> Leaf:
     raise SpecError(f"{name!r} has dtype {dtype}, which dm_env_rpc cannot carry") from None
   minimum = maximum = None
   if isinstance(spec, specs.BoundedArray) and dtype.kind in "iuf":
-    minimum = np.broadcast_to(np.asarray(spec.minimum, dtype), shape)
-    maximum = np.broadcast_to(np.asarray(spec.maximum, dtype), shape)
+    minimum = np.asarray(spec.minimum, dtype)
+    maximum = np.asarray(spec.maximum, dtype)
+    if any(d < 0 for d in shape):
+      if minimum.size != 1 or maximum.size != 1:  # dm_env_rpc's rule for variable shapes
+        raise SpecError(f"{name!r} has a variable shape {list(shape)}: its bounds must be scalars")
+      minimum, maximum = minimum.reshape(()), maximum.reshape(())
+    else:
+      minimum = np.broadcast_to(minimum, shape)
+      maximum = np.broadcast_to(maximum, shape)
     if dtype.kind == "f":  # infinite bounds bound nothing
       minimum = None if np.isneginf(minimum).all() else minimum
       maximum = None if np.isposinf(maximum).all() else maximum
+    elif (maximum == np.iinfo(dtype).max).all():  # see the module docstring
+      maximum = None
   return Leaf(uid, name, path, spec, kind, dtype, shape, minimum, maximum)
 
 
@@ -225,20 +307,27 @@ def observation_value(leaf: Leaf, value):
   """An environment's observation as the array its spec promises.
 
   Python scalars and safe casts (float32 into a float64 spec, say) are
-  converted; anything else that breaks the spec is the environment's bug and
-  raises ValueError naming the observation.
+  converted; anything else that breaks the spec (dtype, shape, or a value out
+  of a `BoundedArray`'s bounds) is the environment's bug and raises ValueError
+  naming the observation.  Bounds are checked with one min() and one max()
+  reduction, and not at all when they cover the whole dtype (uint8 in [0, 255],
+  bool, infinite float bounds, an unbounded side).
   """
   if type(value) is np.ndarray and value.dtype == leaf.dtype and value.shape == leaf.shape:
-    return value
+    return leaf.check_bounds(value, _OBSERVATION) if leaf.bounded else value
   if type(value) is float and leaf.shape == ():
     # Every step's reward and discount (dm_env gives Python floats), without
     # the general path's errstate and checks: these casts cannot fail.
     if leaf.dtype == _FLOAT64:
-      return np.float64(value)
+      array = np.float64(value)
+      return leaf.check_bounds(array, _OBSERVATION) if leaf.bounded else array
     if leaf.dtype == _FLOAT32 and abs(value) <= _FLOAT32_MAX:  # (NaN and inf go below)
-      return np.float32(value)
+      array = np.float32(value)
+      return leaf.check_bounds(array, _OBSERVATION) if leaf.bounded else array
   if leaf.dtype is None:
-    return leaf.check(value, "the environment's observation")
+    array = leaf.check(value, _OBSERVATION)
+    # dm_env's StringArray holds str in object arrays; the wire codec takes str arrays.
+    return array.astype(np.str_) if array.dtype.kind == "O" else array
   if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
     if isinstance(value, int) and leaf.dtype.kind in "iu":
       info = np.iinfo(leaf.dtype)  # numpy < 2 wraps an int out of range (and warns)
@@ -266,7 +355,7 @@ def observation_value(leaf: Leaf, value):
         raise ValueError(f"the environment's observation {leaf.label} has dtype {array.dtype}; "
                          f"its spec says {leaf.dtype}")
       array = array.astype(leaf.dtype)
-  if array.shape != leaf.shape:
+  if array.shape != leaf.shape and not leaf.fits(array.shape):
     raise ValueError(f"the environment's observation {leaf.label} has shape {list(array.shape)}; "
                      f"its spec says {list(leaf.shape)}")
-  return array
+  return leaf.check_bounds(array, _OBSERVATION) if leaf.bounded else array

@@ -183,6 +183,28 @@ def handle(env, packed: any_pb2.Any) -> any_pb2.Any:
   return result
 
 
+def before_join(packed: any_pb2.Any) -> any_pb2.Any:
+  """Answers a PropertyRequest of a stream that has joined no world.
+
+  Properties belong to the joined world's environment; this server has no
+  universal ones.  Listing the root answers that truthfully (an empty list, so
+  a client may look before joining); any other request is FAILED_PRECONDITION.
+  """
+  request = properties_pb2.PropertyRequest()
+  if not packed.Unpack(request):
+    raise PropertyError(code_pb2.INVALID_ARGUMENT, "malformed PropertyRequest")
+  if request.WhichOneof("payload") == "list_property" and not request.list_property.key:
+    response = properties_pb2.PropertyResponse()
+    response.list_property.SetInParent()
+    result = any_pb2.Any()
+    result.Pack(response)
+    return result
+  raise PropertyError(code_pb2.FAILED_PRECONDITION,
+                      "a properties request before JoinWorld: this server's properties belong to "
+                      "the joined world's environment (there are no universal ones; listing the "
+                      "root before joining gives none), so join a world first")
+
+
 def is_property_request(packed: any_pb2.Any) -> bool:
   return packed.Is(properties_pb2.PropertyRequest.DESCRIPTOR)
 

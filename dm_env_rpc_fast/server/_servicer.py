@@ -59,15 +59,55 @@ def _raised(what: str, e: BaseException) -> RequestError:
   return RequestError(code_pb2.INTERNAL, f"{what} raised {type(e).__name__}: {e}")
 
 
+def answer_error(e: RequestError) -> bytes:
+  """The response bytes of a refused request; an INTERNAL answer is logged with
+  the exception behind it (the environment's, or ours), as the client only sees
+  its message."""
+  if e.code == code_pb2.INTERNAL:
+    _log.error("answering INTERNAL: %s", e.message, exc_info=e.__cause__ or e.__context__ or e)
+  return error_response(e.code, e.message)
+
+
 def _python_value(value):
   """A setting as a Python value: numpy scalars become int, float, bool or str."""
   return value.item() if isinstance(value, np.generic) else value
+
+
+def _python_settings(settings) -> Dict[str, object]:
+  try:
+    return {key: _python_value(tensor_utils.unpack_tensor(tensor))
+            for key, tensor in settings.items()}
+  except (ValueError, TypeError) as e:
+    raise RequestError(code_pb2.INVALID_ARGUMENT, f"malformed settings: {e}") from None
 
 
 def _refuse_settings(request_name: str, settings) -> None:
   if settings:
     raise RequestError(code_pb2.INVALID_ARGUMENT,
                        f"{request_name} takes no settings; got {', '.join(sorted(settings))}")
+
+
+JOIN_METHOD = "dm_env_rpc_join_world"
+
+
+def _join_env(env, settings: Dict[str, object]) -> None:
+  """Hands JoinWorld's settings to `env.dm_env_rpc_join_world(**settings)`, when
+  the environment has that method; without it, settings are refused."""
+  hook = getattr(env, JOIN_METHOD, None)
+  if not callable(hook):
+    if settings:
+      raise RequestError(
+          code_pb2.INVALID_ARGUMENT,
+          f"JoinWorld takes no settings; got {', '.join(sorted(settings))} (an environment "
+          f"accepts them by defining a method {JOIN_METHOD}(**settings))")
+    return
+  try:
+    hook(**settings)
+  except Exception as e:
+    _log.info("%s(%s) raised %r", JOIN_METHOD, ", ".join(sorted(settings)), e)
+    raise RequestError(code_pb2.INVALID_ARGUMENT,
+                       f"the environment's {JOIN_METHOD}() refused settings {sorted(settings)}: "
+                       f"{type(e).__name__}: {e}") from None
 
 
 class _World:
@@ -103,7 +143,7 @@ class _World:
       # The first step of an episode: its actions are ignored (dm_env_rpc's rule).
       timestep = self._call("reset", self.env.reset)
       self.restart = False
-      self.held = {uid: leaf.spec.generate_value() for uid, leaf in self.actions.items()}
+      self.held = {uid: leaf.default_action() for uid, leaf in self.actions.items()}
     else:
       values = dict(self.held)
       for uid, value in actions.items():
@@ -127,8 +167,7 @@ class _World:
   def _call(self, name, method, *args):
     try:
       return method(*args)
-    except Exception as e:
-      _log.exception("%s: the environment's %s() raised", self.name, name)
+    except Exception as e:  # (logged with the answer: see answer_error)
       raise _raised(f"the environment's {name}()", e) from None
 
   def _observe(self, timestep, requested):
@@ -175,7 +214,7 @@ class _Session:
           return self._step(data)
         return self._dispatch(data)
     except RequestError as e:
-      return error_response(e.code, e.message)
+      return answer_error(e)
     except Exception as e:  # a bug of ours: say so, keep the stream
       _log.exception("unexpected error answering a request")
       return error_response(code_pb2.INTERNAL, f"server error: {type(e).__name__}: {e}")
@@ -228,11 +267,7 @@ class _Session:
   # Everything but Step: (request message, response to fill).
 
   def _create_world(self, request, response):
-    try:
-      settings = {key: _python_value(tensor_utils.unpack_tensor(tensor))
-                  for key, tensor in request.settings.items()}
-    except (ValueError, TypeError) as e:
-      raise RequestError(code_pb2.INVALID_ARGUMENT, f"malformed settings: {e}") from None
+    settings = _python_settings(request.settings)
     name = self._servicer._create(settings, self)
     self._created.add(name)
     response.create_world.world_name = name
@@ -241,7 +276,7 @@ class _Session:
     if self._joined is not None:
       raise RequestError(code_pb2.FAILED_PRECONDITION,
                          f"already joined to world {self._joined.name!r}; leave it first")
-    _refuse_settings("JoinWorld", request.settings)
+    settings = _python_settings(request.settings)
     world = self._servicer._find(request.world_name)
     with world.lock:
       if world.closed:
@@ -249,6 +284,7 @@ class _Session:
       if world.joined_by is not None:
         raise RequestError(code_pb2.FAILED_PRECONDITION,
                            f"world {world.name!r} is joined by another stream")
+      _join_env(world.env, settings)
       world.joined_by = self
       world.restart = True
     self._joined = world
@@ -297,7 +333,13 @@ class _Session:
     if not _properties.is_property_request(request):
       raise RequestError(code_pb2.UNIMPLEMENTED,
                          f"extension {request.type_url!r} is not supported by this server")
-    world = self._world("a properties request")
+    world = self._joined
+    if world is None:  # properties belong to a world's environment: see before_join
+      try:
+        response.extension.CopyFrom(_properties.before_join(request))
+      except _properties.PropertyError as e:
+        raise RequestError(e.code, str(e)) from None
+      return
     with world.lock:
       try:
         response.extension.CopyFrom(_properties.handle(world.env, request))

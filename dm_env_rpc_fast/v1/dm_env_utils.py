@@ -39,8 +39,10 @@ def tensor_spec_to_dm_env_spec(tensor_spec: dm_env_rpc_pb2.TensorSpec) -> specs.
   limits = tensor_spec_utils.bounds(tensor_spec)
   if (not tensor_spec.shape and np.issubdtype(np_type, np.integer)
       and limits.min == 0 and has_max):
+    # `limits.max` is of the spec's dtype: + 1 in Python, or a maximum at the
+    # dtype's limit wraps round (dm-env-rpc 1.1.7 fails there).
     return specs.DiscreteArray(
-        num_values=limits.max + 1, dtype=np_type, name=tensor_spec.name)
+        num_values=int(limits.max) + 1, dtype=np_type, name=tensor_spec.name)
   return specs.BoundedArray(
       shape=tensor_spec.shape, dtype=np_type, name=tensor_spec.name,
       minimum=limits.min, maximum=limits.max)

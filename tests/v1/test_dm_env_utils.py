@@ -45,6 +45,17 @@ def test_discrete_array_from_scalar_integer_with_zero_min():
     assert result.dtype == tensor_spec_utils.bounds(tensor_spec).max.dtype
 
 
+@pytest.mark.parametrize("dtype", [DT.INT8, DT.INT32, DT.INT64, DT.UINT8, DT.UINT32, DT.UINT64])
+def test_a_discrete_array_up_to_the_dtypes_maximum_does_not_overflow(dtype):
+  """A scalar integer spec from 0 to its dtype's maximum is a DiscreteArray of max + 1 values,
+  counted in Python (dm-env-rpc 1.1.7 adds 1 in the dtype, which wraps round and fails)."""
+  np_type = tensor_spec_utils.bounds(bounded(dtype, maximum=1)).max.dtype
+  top = np.iinfo(np_type).max
+  result = dm_env_utils.tensor_spec_to_dm_env_spec(bounded(dtype, minimum=0, maximum=top))
+  assert type(result) is specs.DiscreteArray
+  assert result.num_values == int(top) + 1 and result.maximum == top and result.dtype == np_type
+
+
 def test_bounded_array_cases():
   cases = [
       bounded(DT.INT32, minimum=1, maximum=4),          # min not 0

@@ -109,14 +109,13 @@ class Leaf:
   def default_action(self):
     """The value an action holds before a client sends one: the spec's
     `generate_value()`, except that a -1 dimension is empty and strings are
-    numpy str_ (the dtype of the strings a client sends)."""
+    arrays of numpy str_ (dtype "<U"), as the strings a client sends arrive."""
     if self.dtype is not None and not self.variable:
       return self.spec.generate_value()
     shape = tuple(max(d, 0) for d in self.shape)
     if self.dtype is not None:
       return np.zeros(shape, self.dtype)
-    value = np.full(shape, "", dtype=np.str_)
-    return value if shape else value[()]
+    return np.full(shape, "", dtype=np.str_)
 
   @property
   def label(self) -> str:

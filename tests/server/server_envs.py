@@ -362,3 +362,72 @@ def make_plain_env(**settings) -> PlainEnv:
 
 
 NOT_CALLABLE = 42
+
+
+# --------------------------------------------------------------------------
+# The spec edge cases a dm_env_rpc client meets (tests/server/test_server_spec_edges.py).
+
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+class EdgeEnv(dm_env.Environment):
+  """Ordinary dm_env specs that are edge cases on the wire:
+
+    actions: var int32 (-1,), command string (), level int32 () in [0, int32 max]
+    observations: var int32 (-1,) (the var action, echoed), level (the same spec, echoed),
+      unit float32 (2,) in [0, 1] (out of bounds after the command "oob"), agent string ()
+      (the JoinWorld setting), got string () (the Python type and dtype of the command
+      `step` received).
+
+  `dm_env_rpc_join_world(agent)` takes JoinWorld's settings; `make_edge_env(join_hook=False)`
+  makes one without that method.  `step` records each action in `actions`.
+  """
+
+  def __init__(self):
+    self.agent = ""
+    self.actions = []
+    self.unit = np.array([0.0, 1.0], np.float32)
+
+  def action_spec(self):
+    return {"var": specs.Array((-1,), np.int32, name="var"),
+            "command": specs.StringArray((), name="command"),
+            "level": specs.BoundedArray((), np.int32, 0, INT32_MAX, name="level")}
+
+  def observation_spec(self):
+    return {"var": specs.Array((-1,), np.int32),
+            "level": specs.BoundedArray((), np.int32, 0, INT32_MAX),
+            "unit": specs.BoundedArray((2,), np.float32, 0.0, 1.0),
+            "agent": specs.StringArray(()),
+            "got": specs.StringArray(())}
+
+  def _observe(self, var, level, got):
+    return {"var": var, "level": np.int32(level), "unit": self.unit.copy(),
+            "agent": np.str_(self.agent), "got": np.str_(got)}
+
+  def reset(self):
+    self.unit = np.array([0.0, 1.0], np.float32)
+    return dm_env.restart(self._observe(np.zeros(0, np.int32), 0, ""))
+
+  def step(self, action):
+    self.actions.append(action)
+    command = action["command"]
+    got = f"{type(command).__name__} {np.asarray(command).dtype.kind}"
+    if str(command) == "oob":
+      self.unit = np.array([0.5, 1.5], np.float32)
+    else:
+      self.unit = np.array([0.0, 1.0], np.float32)
+    return dm_env.transition(0.0, self._observe(action["var"], action["level"], got))
+
+  def dm_env_rpc_join_world(self, agent):
+    self.agent = agent
+
+  def dm_env_rpc_properties(self):
+    return {"agent": server.Property(spec=specs.StringArray(()), read=lambda: self.agent)}
+
+
+class _EdgeEnvWithoutJoinHook(EdgeEnv):
+  dm_env_rpc_join_world = None
+
+
+def make_edge_env(join_hook=True) -> EdgeEnv:
+  return EdgeEnv() if join_hook else _EdgeEnvWithoutJoinHook()

@@ -15,6 +15,7 @@ import pytest
 
 from dm_env_rpc_fast.server import _specs
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
+from dm_env_rpc_fast.v1 import dm_env_utils
 from dm_env_rpc_fast.v1 import tensor_spec_utils
 
 from . import server_envs
@@ -449,3 +450,107 @@ def test_an_observation_that_breaks_its_spec_names_itself(spec, value, fragments
   assert message.startswith("the environment's observation 'cam.x' (uid 9)"), message
   for fragment in fragments:
     assert fragment in message, message
+
+
+# --------------------------------------------------------------------------
+# Issue 13: variable dimensions, bounds a client can read, observations in bounds.
+
+def test_a_variable_dimension_takes_any_size_but_not_another_rank():
+  """A -1 dimension takes any size (0 too) in actions and observations; the rank and the other
+  dimensions still must match."""
+  leaf = _leaf(specs.Array((-1, 2), np.int32), name="v")
+  for rows in (0, 1, 5):
+    value = np.zeros((rows, 2), np.int32)
+    assert leaf.check(value, "action") is value
+    assert _specs.observation_value(leaf, value) is value
+  for shape in ((3, 3), (2,), (1, 2, 1)):
+    with pytest.raises(ValueError, match=r"its spec says \[-1, 2\]"):
+      leaf.check(np.zeros(shape, np.int32), "action")
+    with pytest.raises(ValueError, match=r"its spec says \[-1, 2\]"):
+      _specs.observation_value(leaf, np.zeros(shape, np.int32))
+  assert leaf.tensor_spec().shape == [-1, 2]
+  with pytest.raises(_specs.SpecError, match="-1 for any size"):
+    _leaf(specs.Array((-2,), np.int32))
+
+
+def test_default_actions_are_valid_and_strings_are_str_arrays():
+  """The held default of a variable spec is empty along its -1 axes; a string default is a str
+  array, as strings a client sends arrive; others are the spec's generate_value()."""
+  default = _leaf(specs.Array((-1, 2), np.float32)).default_action()
+  assert default.shape == (0, 2) and default.dtype == np.float32
+  for shape in ((), (2,), (-1,)):
+    default = _leaf(specs.StringArray(shape)).default_action()
+    assert type(default) is np.ndarray and default.dtype.kind == "U"
+    assert default.shape == tuple(max(d, 0) for d in shape)
+  assert _leaf(specs.BoundedArray((2,), np.int32, 3, 9)).default_action().tolist() == [3, 3]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.int64, np.uint8, np.uint32, np.uint64])
+def test_a_maximum_at_the_dtypes_maximum_is_left_out(dtype):
+  """An integer maximum equal to the dtype's is not sent (dm-env-rpc's adaptor overflows turning
+  [0, max] into a DiscreteArray); the minimum is, and our client reads the same range."""
+  top = np.iinfo(dtype).max
+  (leaf,) = _specs.leaves(specs.BoundedArray((), dtype, 0, top), "a")
+  message = leaf.tensor_spec()
+  assert message.HasField("min") and not message.HasField("max")
+  read = dm_env_utils.tensor_spec_to_dm_env_spec(message)
+  assert (read.minimum, read.maximum, read.dtype) == (0, top, dtype)
+  (below,) = _specs.leaves(specs.BoundedArray((), dtype, 0, top - 1), "a")
+  assert below.tensor_spec().HasField("max")
+
+
+def test_bounds_covering_the_dtype_are_not_checked():
+  """uint8 in [0, 255], int32 over its range, bools and infinite float bounds check nothing;
+  one side at its limit checks only the other."""
+  for spec in (specs.BoundedArray((3,), np.uint8, 0, 255),
+               specs.BoundedArray((), np.int32, np.iinfo(np.int32).min, np.iinfo(np.int32).max),
+               specs.BoundedArray((), np.bool_, False, True),
+               specs.BoundedArray((2,), np.float32, -np.inf, np.inf)):
+    assert not _leaf(spec).bounded, spec
+  half = _leaf(specs.BoundedArray((2,), np.uint8, 0, 200))
+  assert half.bounded and half.low is None and half.high == 200
+
+
+@pytest.mark.parametrize("spec, value, fragments", [
+    (specs.BoundedArray((2, 2), np.float32, 0.0, 1.0), np.array([[0, 1], [1.5, 0]], np.float32),
+     ["'cam.x' (uid 9) is above its maximum: element [1, 0] is 1.5, the bound is 1.0"]),
+    (specs.BoundedArray((3,), np.int32, [0, -5, 0], [9, 5, 9]), np.array([0, -6, 9], np.int32),
+     ["is below its minimum: element [1] is -6, the bound is -5"]),
+    (specs.BoundedArray((), np.float64, 0.0, 1.0), 1.25, ["above its maximum: 1.25"]),
+    (specs.BoundedArray((), np.float32, 0.0, 1.0), -0.5, ["below its minimum: -0.5"]),
+    (specs.BoundedArray((2,), np.uint8, 0, 200), [201, 0], ["dtype int64"]),
+    (specs.BoundedArray((2,), np.uint8, 0, 200), np.array([3, 201], np.uint8),
+     ["above its maximum: element [1] is 201, the bound is 200"]),
+    (specs.BoundedArray((2,), np.float32, 0.0, 1.0), np.array([np.nan, 2], np.float32),
+     ["element [1] is 2.0"]),
+])
+def test_an_observation_out_of_its_bounds_names_itself(spec, value, fragments):
+  """Bounds are checked on observations as on actions: ValueError naming the observation, the
+  element, its value and the bound (NaN beside a bad element does not hide it)."""
+  with pytest.raises(ValueError) as caught:
+    _specs.observation_value(_observation(spec, name="cam.x", uid=9), value)
+  message = str(caught.value)
+  assert message.startswith("the environment's observation 'cam.x' (uid 9)"), message
+  for fragment in fragments:
+    assert fragment in message, message
+
+
+def test_observations_in_bounds_pass_unchanged():
+  """In bounds (bounds inclusive), NaN, or empty: the array itself comes back."""
+  leaf = _observation(specs.BoundedArray((2, 2), np.float32, 0.0, 1.0))
+  for value in (np.array([[0, 1], [0.5, 1]], np.float32), np.full((2, 2), np.nan, np.float32)):
+    assert _specs.observation_value(leaf, value) is value
+  per_element = _observation(specs.BoundedArray((2,), np.int32, [0, 5], [1, 6]))
+  value = np.array([1, 5], np.int32)
+  assert _specs.observation_value(per_element, value) is value
+  variable = _observation(specs.Array((-1,), np.float32))
+  assert _specs.observation_value(variable, np.zeros(0, np.float32)).shape == (0,)
+  assert _specs.observation_value(_observation(specs.BoundedArray((), np.float64, 0, 1)),
+                                  1.0) == 1.0
+
+
+def test_an_object_array_of_strings_is_sent_as_str():
+  """dm_env's StringArray makes object arrays; observations of them travel as str arrays."""
+  leaf = _observation(specs.StringArray((2,)))
+  value = _specs.observation_value(leaf, specs.StringArray((2,)).generate_value())
+  assert value.dtype.kind == "U" and value.tolist() == ["", ""]

@@ -7,12 +7,14 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2, dm_env_rpc_pb2_grpc
+from dm_env_rpc_fast.shm import channel_pb2
 from dm_env_rpc_fast.v1.extensions import properties_pb2
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODULES = {
     "dm_env_rpc/v1/dm_env_rpc.proto": dm_env_rpc_pb2,
     "dm_env_rpc/v1/extensions/properties.proto": properties_pb2,
+    "dm_env_rpc_fast/shm/channel.proto": channel_pb2,
 }
 
 

@@ -26,7 +26,8 @@ PINNED_GRPCIO_TOOLS = "1.64.1"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE = ROOT / "dm_env_rpc_fast"
-PROTOS = ["dm_env_rpc/v1/dm_env_rpc.proto", "dm_env_rpc/v1/extensions/properties.proto"]
+PROTOS = ["dm_env_rpc/v1/dm_env_rpc.proto", "dm_env_rpc/v1/extensions/properties.proto",
+          "dm_env_rpc_fast/shm/channel.proto"]
 
 
 def include_dirs():
@@ -62,7 +63,11 @@ def generate(out_dir):
             *[str(PROTO_ROOT / p) for p in PROTOS]])
     written = []
     for src in sorted(raw.rglob("*.py")):
-        rel = src.relative_to(raw / "dm_env_rpc")
+        # protos/dm_env_rpc/X -> dm_env_rpc_fast/X; protos/dm_env_rpc_fast/X -> the same.
+        top = src.relative_to(raw).parts[0]
+        if top == "dm_env_rpc_fast" and src.name.endswith("_pb2_grpc.py"):
+            continue  # our own protos define messages only, no service
+        rel = src.relative_to(raw / top)
         dst = pathlib.Path(out_dir) / "dm_env_rpc_fast" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(relocate(src.read_text()))

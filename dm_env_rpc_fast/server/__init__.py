@@ -112,7 +112,8 @@ def serve(make_env: MakeEnv,
           credentials: Optional[grpc.ServerCredentials] = None,
           insecure: bool = False,
           max_streams: int = 64,
-          options: Sequence[Tuple[str, object]] = ()) -> Server:
+          options: Sequence[Tuple[str, object]] = (),
+          shared_memory: bool = True) -> Server:
   """Starts a dm_env_rpc server for environments made by `make_env`.
 
   Args:
@@ -129,6 +130,8 @@ def serve(make_env: MakeEnv,
     options: extra gRPC server options.  By default message sizes are
       unlimited and SO_REUSEPORT is off; an option given here for the same
       key replaces that default.
+    shared_memory: offer dm_env_rpc_fast clients on this host a shared-memory
+      step channel (see `dm_env_rpc_fast.shm`); False keeps every step on gRPC.
 
   Returns:
     The running `Server`.
@@ -139,7 +142,7 @@ def serve(make_env: MakeEnv,
   if max_streams < 1:
     raise ValueError(f"max_streams must be at least 1, not {max_streams}")
   host, _ = _split(address)
-  servicer = EnvironmentServicer(make_env)
+  servicer = EnvironmentServicer(make_env, shared_memory=shared_memory)
   # gRPC keeps the first value of a key given twice, so a default the caller
   # sets again is left out rather than listed before the caller's value.
   given = {key for key, _ in options}

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                            "add TLS in code); by default only local connections are accepted")
   parser.add_argument("--max-streams", type=int, default=64,
                       help="streams served at once (default 64)")
+  parser.add_argument("--no-shared-memory", dest="shared_memory", action="store_false",
+                      help="keep every step on gRPC: refuse dm_env_rpc_fast clients' requests "
+                           "for a same-host shared-memory step channel")
   return parser
 
 
@@ -59,7 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   from dm_env_rpc_fast import server as server_lib
   try:
     running = server_lib.serve(factory, f"{args.host}:{args.port}", insecure=args.insecure,
-                               max_streams=args.max_streams)
+                               max_streams=args.max_streams,
+                               shared_memory=args.shared_memory)
   except (RuntimeError, ValueError) as e:
     print(f"dm-env-rpc-fast serve: {e}", file=sys.stderr)
     return 1

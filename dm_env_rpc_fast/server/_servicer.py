@@ -15,7 +15,7 @@ destroyed when that stream leaves it.
 import itertools
 import logging
 import threading
-from typing import Callable, Dict, Optional, Set
+from typing import Callable, Dict, Optional, Set, Tuple, Union
 
 import dm_env
 import grpc
@@ -27,6 +27,8 @@ from google.rpc import status_pb2
 from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.server import _properties
 from dm_env_rpc_fast.server import _specs
+from dm_env_rpc_fast.shm import channel_pb2 as shm_channel_pb2
+from dm_env_rpc_fast.shm import server as shm_server
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
@@ -137,8 +139,8 @@ class _World:
     except Exception:  # a failing close must not take the server down
       _log.exception("closing the environment of %s failed", self.name)
 
-  def step(self, actions: Dict[int, object], requested) -> bytes:
-    """Runs one step (the caller holds `lock`); returns the response bytes."""
+  def step(self, actions: Dict[int, object], requested) -> Tuple[int, Dict[int, object]]:
+    """Runs one step (the caller holds `lock`): (state, {uid: observation})."""
     if self.restart:
       # The first step of an episode: its actions are ignored (dm_env_rpc's rule).
       timestep = self._call("reset", self.env.reset)
@@ -161,8 +163,7 @@ class _World:
     last = timestep.last()
     if last:
       self.restart = True
-    return codec.encode_step_response(_TERMINATED if last else _RUNNING,
-                                      self._observe(timestep, requested))
+    return _TERMINATED if last else _RUNNING, self._observe(timestep, requested)
 
   def _call(self, name, method, *args):
     try:
@@ -219,6 +220,23 @@ class _Session:
       _log.exception("unexpected error answering a request")
       return error_response(code_pb2.INTERNAL, f"server error: {type(e).__name__}: {e}")
 
+  def handle_channel_step(self, data: bytes) -> Union[bytes, Tuple[int, Dict[int, object]]]:
+    """A step request from this stream's shared-memory channel; never raises.
+
+    Returns (state, observations) for the channel to encode into its region,
+    or the bytes of an error response.
+    """
+    try:
+      with self._lock:
+        if self._ended:
+          raise RequestError(code_pb2.CANCELLED, "the stream has ended")
+        return self._step_result(data, channel=True)
+    except RequestError as e:
+      return error_response(e.code, e.message)
+    except Exception as e:  # a bug of ours: say so, keep the stream
+      _log.exception("unexpected error answering a step on the shared-memory channel")
+      return error_response(code_pb2.INTERNAL, f"server error: {type(e).__name__}: {e}")
+
   def _dispatch(self, data: bytes) -> bytes:
     try:
       request = dm_env_rpc_pb2.EnvironmentRequest.FromString(data)
@@ -241,10 +259,21 @@ class _Session:
     return self._joined
 
   def _step(self, data: bytes, parsed: bool = False) -> bytes:
+    result = self._step_result(data, parsed)
+    if isinstance(result, bytes):
+      return result
+    return codec.encode_step_response(*result)
+
+  def _step_result(self, data: bytes, parsed: bool = False, channel: bool = False):
+    """(state, observations) of a step request; bytes if it was another request."""
     world = self._world("Step")
     try:
       actions, requested = codec.decode_step_request(data)
     except (ValueError, TypeError) as e:
+      if channel:
+        raise RequestError(code_pb2.INVALID_ARGUMENT,
+                           f"malformed step request on the shared-memory channel "
+                           f"(only step requests travel there): {e}") from None
       if not parsed:  # maybe a valid request whose later field is another payload
         try:
           request = dm_env_rpc_pb2.EnvironmentRequest.FromString(data)
@@ -330,6 +359,9 @@ class _Session:
     response.destroy_world.SetInParent()
 
   def _extension(self, request, response):
+    if request.Is(shm_channel_pb2.OpenChannelRequest.DESCRIPTOR):
+      response.extension.Pack(self._servicer._offer_channel(self))
+      return
     if not _properties.is_property_request(request):
       raise RequestError(code_pb2.UNIMPLEMENTED,
                          f"extension {request.type_url!r} is not supported by this server")
@@ -352,6 +384,7 @@ class _Session:
       if self._ended:
         return
       self._ended = True
+      self._servicer._forget_channels(self)
       self._leave()
       for name in sorted(self._created):
         world = self._servicer._get(name)
@@ -378,10 +411,13 @@ class EnvironmentServicer:
   server enough worker threads, one per concurrent stream).
   """
 
-  def __init__(self, make_env: MakeEnv):
+  def __init__(self, make_env: MakeEnv, *, shared_memory: bool = True):
     if not callable(make_env):
       raise TypeError(f"make_env must be callable, not {type(make_env).__name__}")
     self._make_env = make_env
+    # Same-host clients step through shared memory when they ask (see
+    # dm_env_rpc_fast.shm); False answers their request UNIMPLEMENTED.
+    self._shm = shm_server.ChannelHost() if shared_memory else None
     self._lock = threading.Lock()
     self._worlds: Dict[str, _World] = {}
     self._numbers = itertools.count(1)
@@ -412,6 +448,8 @@ class EnvironmentServicer:
 
   def close(self) -> None:
     """Closes every environment; later CreateWorld requests are refused."""
+    if self._shm is not None:
+      self._shm.close()
     with self._lock:
       self._closed = True
       worlds = list(self._worlds.values())
@@ -419,6 +457,26 @@ class EnvironmentServicer:
     for world in worlds:
       with world.lock:
         world.close()
+
+  # The shared-memory channels, for the sessions.
+
+  def _offer_channel(self, session: _Session):
+    if self._shm is None:
+      raise RequestError(code_pb2.UNIMPLEMENTED,
+                         "this server does not offer shared-memory channels")
+    try:
+      return self._shm.offer(session, session.handle_channel_step)
+    except shm_server.ChannelError as e:
+      raise RequestError(code_pb2.UNAVAILABLE, f"no shared-memory channel: {e}") from None
+
+  def _forget_channels(self, session: _Session) -> None:
+    if self._shm is not None:
+      self._shm.forget(session)
+
+  @property
+  def channel_count(self) -> int:
+    """How many shared-memory step channels are attached now."""
+    return self._shm.channel_count if self._shm is not None else 0
 
   # The world registry, for the sessions.
 

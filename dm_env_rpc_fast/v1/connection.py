@@ -16,6 +16,13 @@ buffers and while the caller waits anyway: its bytes are still in that core's
 cache, which makes the decode (a copy, by default) several times cheaper than
 on the caller's thread after the hand-over.
 
+On the same host as a dm_env_rpc_fast server, steps go through shared memory
+instead of the stream (`dm_env_rpc_fast.shm`): the first step asks the server
+for a channel over the stream's `extension` payload, and stays on gRPC if the
+server does not offer one or the attach fails.  `transport` chooses ("auto",
+"grpc", "shm"; the default comes from DM_ENV_RPC_FAST_TRANSPORT) and
+`Connection.transport` says which one steps use.
+
 When the stub is not the generated one (a test double patched in through
 `connection.dm_env_rpc_pb2_grpc`) or the channel is not grpc's own (an
 intercepted channel, whose interceptors expect messages), the stream carries
@@ -23,17 +30,28 @@ protobuf messages and `send_step` converts at the edge, so its results are the
 same either way.
 """
 import logging
+import os
 import queue
 from typing import Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 import grpc
 
 from dm_env_rpc_fast import codec
+from dm_env_rpc_fast.shm import _wire as shm_wire
+from dm_env_rpc_fast.shm import client as shm_client
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2_grpc
+from dm_env_rpc_fast.v1 import error
 from dm_env_rpc_fast.v1 import message_utils
 
 Metadata = Sequence[Tuple[str, str]]
+
+_log = logging.getLogger(__name__)
+
+# Where Connection reads its default transport, and the values it takes.
+TRANSPORT_ENV = "DM_ENV_RPC_FAST_TRANSPORT"
+TRANSPORTS = ("auto", "grpc", "shm")
+ChannelError = shm_client.ChannelError
 
 # The one method of the dm_env_rpc service.
 PROCESS_METHOD = "/dm_env_rpc.v1.Environment/Process"
@@ -98,7 +116,7 @@ def _call_quietly(callback) -> None:
   try:
     callback()
   except Exception:  # pylint: disable=broad-except
-    logging.getLogger(__name__).exception("a step's on_ready callback raised")
+    _log.exception("a step's on_ready callback raised")
 
 
 class StreamReaderWriter(object):
@@ -220,19 +238,70 @@ class Connection(object):
 
   def __init__(self,
                channel: grpc.Channel,
-               metadata: Optional[Metadata] = None):
+               metadata: Optional[Metadata] = None,
+               *,
+               transport: Optional[str] = None):
     """Opens a Process stream on `channel`.
 
     Args:
       channel: a gRPC channel to the server.  On grpc's own channel class the
         stream carries raw bytes (see the module docstring).
       metadata: optional (key, value) pairs sent as gRPC metadata.
+      transport: how steps travel: "auto" (the default) uses the shared-memory
+        channel when the server is dm_env_rpc_fast on this host and gRPC
+        otherwise; "grpc" always uses the stream; "shm" requires the channel
+        (the first step raises `ChannelError` if it cannot be had).  None
+        reads `DM_ENV_RPC_FAST_TRANSPORT` (default "auto").
+
+    Raises:
+      ValueError: `transport` (or the environment variable) is not one of
+        "auto", "grpc", "shm".
     """
+    choice = transport if transport is not None else (
+        os.environ.get(TRANSPORT_ENV, "").strip().lower() or "auto")
+    if choice not in TRANSPORTS:
+      source = "transport" if transport is not None else TRANSPORT_ENV
+      raise ValueError(f"{source} must be one of {', '.join(TRANSPORTS)}, not {choice!r}")
     stub = dm_env_rpc_pb2_grpc.EnvironmentStub(channel)
-    if type(stub) is _GENERATED_STUB and _is_grpc_channel(channel):
+    raw = type(stub) is _GENERATED_STUB and _is_grpc_channel(channel)
+    if raw:
       stub = _RawEnvironmentStub(channel)
     self._stream = StreamReaderWriter(stub, metadata)
-    self._in_flight = None  # (zero_copy, out) between start_step and finish_step
+    self._in_flight = None  # (zero_copy, out, channel or None) between start and finish
+    self._fast: Optional[shm_client.ClientChannel] = None
+    # Negotiated at the first step, and only where steps already travel as
+    # raw bytes: a patched stub or an intercepted channel sees no extra request.
+    self._negotiate = choice != "grpc" and (raw or choice == "shm")
+    self._require_fast = choice == "shm"
+    self._transport_note = "" if self._negotiate else f"transport {choice!r}" if raw else (
+        "the stream is not grpc's own raw channel")
+
+  @property
+  def transport(self) -> Optional[str]:
+    """How steps travel: "shm" or "grpc"; None until the first step decides."""
+    if self._fast is not None:
+      return "shm"
+    return None if self._negotiate else "grpc"
+
+  def _open_fast_channel(self) -> None:
+    """Asks the server for a shared-memory channel; stays on gRPC if refused."""
+    self._negotiate = False
+    if not self._stream._raw:  # pylint: disable=protected-access
+      reason = "the stream is not grpc's own raw channel"
+    elif not shm_wire.SUPPORTED:
+      reason = "this platform has no shared-memory channel"
+    else:
+      try:
+        answer = self.send(shm_client.offer_request())
+        self._fast = shm_client.attach(shm_client.parse_offer(answer))
+        reason = ""
+      except (error.DmEnvRpcError, shm_client.ChannelError, ValueError) as e:
+        reason = str(e)
+    self._transport_note = reason
+    if self._fast is None:
+      _log.info("dm_env_rpc_fast: steps go over gRPC: %s", reason)
+      if self._require_fast:
+        raise shm_client.ChannelError(f"transport 'shm' is not available: {reason}")
 
   def send(
       self,
@@ -326,8 +395,14 @@ class Connection(object):
     if self._in_flight is not None:
       raise ValueError("start_step: a step is already in flight; call finish_step first.")
     data = codec.encode_step_request(actions, requested_observations)
-    stream.write_step(data, zero_copy, out, on_ready)
-    self._in_flight = (bool(zero_copy), out)
+    if self._negotiate:
+      self._open_fast_channel()
+    fast = self._fast
+    if fast is not None:
+      fast.start(data, on_ready)
+    else:
+      stream.write_step(data, zero_copy, out, on_ready)
+    self._in_flight = (bool(zero_copy), out, fast)
 
   def finish_step(self) -> Tuple[int, Dict[int, object]]:
     """Waits for the answer to `start_step` and returns it as `send_step` does.
@@ -343,12 +418,17 @@ class Connection(object):
     pending, self._in_flight = self._in_flight, None
     if pending is None:
       raise ValueError("finish_step: no step in flight; call start_step first.")
-    zero_copy, out = pending
+    zero_copy, out, fast = pending
+    if fast is not None:
+      return fast.finish(zero_copy, out)
     return stream.read_step(zero_copy, out)
 
   def close(self):
     """Ends the stream and its request thread.  Closing again does nothing."""
     stream, self._stream = self._stream, None
+    fast, self._fast = self._fast, None
+    if fast is not None:
+      fast.close()
     if stream is not None:
       stream.close()
 
@@ -366,8 +446,8 @@ _UNLIMITED_MESSAGES = (("grpc.max_send_message_length", -1),
 class _ChannelOwningConnection(Connection):
   """A Connection that also closes the channel it was made with."""
 
-  def __init__(self, channel, metadata):
-    super().__init__(channel=channel, metadata=metadata)
+  def __init__(self, channel, metadata, transport=None):
+    super().__init__(channel=channel, metadata=metadata, transport=transport)
     self._channel = channel
 
   def close(self):
@@ -388,6 +468,8 @@ def create_secure_channel_and_connect(
     credentials: grpc.ChannelCredentials = grpc.local_channel_credentials(),
     timeout: Optional[float] = None,
     metadata: Optional[Metadata] = None,
+    *,
+    transport: Optional[str] = None,
 ) -> Connection:
   """Opens a secure channel to `server_address` and a Connection over it.
 
@@ -399,6 +481,7 @@ def create_secure_channel_and_connect(
     timeout: seconds to wait for the channel to become ready; None waits
       for ever.
     metadata: optional (key, value) pairs sent as gRPC metadata.
+    transport: "auto", "grpc" or "shm", as for `Connection`.
 
   Returns:
     A Connection that closes the channel when it is closed.
@@ -408,4 +491,4 @@ def create_secure_channel_and_connect(
   """
   channel = grpc.secure_channel(server_address, credentials, options=_UNLIMITED_MESSAGES)
   grpc.channel_ready_future(channel).result(timeout)
-  return _ChannelOwningConnection(channel=channel, metadata=metadata)
+  return _ChannelOwningConnection(channel=channel, metadata=metadata, transport=transport)

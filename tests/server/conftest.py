@@ -58,13 +58,17 @@ def open_channel():
     channel.close()
 
 
-@pytest.fixture
-def connect(open_channel):
-  """`connect(address)` -> a `Connection` on a channel of its own, closed at the end."""
+@pytest.fixture(params=["grpc", "shm"])
+def connect(open_channel, request):
+  """`connect(address)` -> a `Connection` on a channel of its own, closed at the end.
+
+  Each test runs with steps over the gRPC stream and over the shared-memory
+  channel (transport "shm" fails the first step if the channel cannot be had).
+  """
   connections = []
 
   def connect_(address):
-    connection = dm_connection.Connection(open_channel(address))
+    connection = dm_connection.Connection(open_channel(address), transport=request.param)
     connections.append(connection)
     return connection
 

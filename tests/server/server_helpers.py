@@ -105,10 +105,24 @@ def as_received(value):
   return array[()] if array.shape == () else array
 
 
-def record(timestep):
-  """(step type, reward, discount, {name: value}) of a TimeStep a client received."""
-  return (int(timestep.step_type), timestep.reward, timestep.discount,
-          server_envs.flatten(timestep.observation))
+def record(timestep, copy: bool = False):
+  """(step type, reward, discount, {name: value}) of a TimeStep a client received.
+
+  With `copy`, arrays are copied (keeping their writeable flag), for views
+  that the next step may overwrite.
+  """
+  observations = server_envs.flatten(timestep.observation)
+  if copy:
+    observations = {name: _copy_array(value) for name, value in observations.items()}
+  return (int(timestep.step_type), timestep.reward, timestep.discount, observations)
+
+
+def _copy_array(value):
+  if not isinstance(value, np.ndarray):
+    return value
+  copy = value.copy()
+  copy.flags.writeable = value.flags.writeable
+  return copy
 
 
 def expected_record(timestep):
@@ -139,14 +153,20 @@ def schedule(seed: int, steps: int):
   return [server_envs.action_for(seed, i) for i in range(steps)]
 
 
-def drive(env, actions):
+def drive_lazily(env, actions):
   """Runs a dm_env.Environment (an adaptor, or the environment itself) through
   `actions` as a client would: reset, then a step per action, with a reset
-  after each LAST step.  Returns the TimeSteps."""
-  timesteps = [env.reset()]
+  after each LAST step.  Yields each TimeStep as it comes."""
+  timestep = env.reset()
+  yield timestep
   for action in actions:
-    timesteps.append(env.reset() if timesteps[-1].last() else env.step(action))
-  return timesteps
+    timestep = env.reset() if timestep.last() else env.step(action)
+    yield timestep
+
+
+def drive(env, actions):
+  """`drive_lazily`, all at once: the list of TimeSteps."""
+  return list(drive_lazily(env, actions))
 
 
 def reference_records(seed: int, actions, **settings):

@@ -27,8 +27,12 @@ def test_adaptor_sees_what_the_environment_made(rich_server, connect, zero_copy)
   env, world = dm_env_adaptor.create_and_join_world(
       connection, {"seed": seed, "episode_length": EPISODE_LENGTH}, {}, zero_copy=zero_copy)
   actions = server_helpers.schedule(seed, STEPS)
-  timesteps = server_helpers.drive(env, [server_envs.client_action(a) for a in actions])
-  got = [server_helpers.record(ts) for ts in timesteps]
+  # Recorded as they arrive: zero-copy views are valid until the next step
+  # (over the shared-memory channel the next response overwrites them).
+  timesteps, got = [], []
+  for ts in server_helpers.drive_lazily(env, [server_envs.client_action(a) for a in actions]):
+    timesteps.append(ts)
+    got.append(server_helpers.record(ts, copy=zero_copy))
   want = server_helpers.reference_records(seed, actions, episode_length=EPISODE_LENGTH)
   server_helpers.assert_same_records(got, want)
   # Several whole episodes, each ending in a termination.

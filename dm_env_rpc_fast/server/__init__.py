@@ -17,21 +17,32 @@ sees:
   flattened with "." between keys (list and tuple positions by index), UIDs
   count from 1 in sorted-key order, bounds of `BoundedArray`s are carried, and
   the reward and discount are the observations named "reward" and "discount".
+  A -1 dimension takes any size.  Bounds that bound nothing are left out
+  (infinite float bounds; an integer maximum equal to its dtype's, on which
+  dm-env-rpc's adaptor overflows): a client reads the dtype's limit instead.
 - Step: the first step after JoinWorld, Reset, ResetWorld or a terminated
   episode calls `env.reset()` and ignores its actions; every other step checks
   its actions against the specs (UID, dtype, shape, bounds), calls
   `env.step(action)` with the action nest rebuilt, and answers RUNNING, or
   TERMINATED when the TimeStep is LAST.  An action left out of a step keeps
   the value last sent in this episode (at first, its spec's
-  `generate_value()`).  On a first step the reward is the reward spec's
+  `generate_value()`, empty along -1 dimensions); string actions are always
+  numpy str_ arrays.  On a first step the reward is the reward spec's
   `generate_value()` and the discount 1, as dm_env has neither there.
+  Observations are checked against their specs (dtype, shape and bounds).
 - Errors are answered on the stream as google.rpc.Status, and the stream stays
   open: INVALID_ARGUMENT for bad actions, unknown UIDs, settings or malformed
   bytes, FAILED_PRECONDITION for a step before JoinWorld, NOT_FOUND for an
   unknown world, INTERNAL (with the exception's type and message) when the
-  environment raises.
+  environment raises or breaks its specs; every INTERNAL answer is logged with
+  its exception (logger "dm_env_rpc_fast.server").
+- JoinWorld: its settings, as Python values, go to the environment's method
+  `dm_env_rpc_join_world(**settings)` when it has one (called on every join;
+  raising refuses the join, INVALID_ARGUMENT); without it settings are refused.
 - Properties: an environment that has a method `dm_env_rpc_properties()`
   returning {key: `Property`} serves dm_env_rpc's properties extension.
+  They belong to the joined world: before JoinWorld the root lists none and
+  other properties requests are FAILED_PRECONDITION.
 
 Each stream is its own session; the worlds a stream created are destroyed
 (their environments closed) when it ends, whether the client left cleanly or

@@ -232,7 +232,7 @@ class _Session:
           raise RequestError(code_pb2.CANCELLED, "the stream has ended")
         return self._step_result(data, channel=True)
     except RequestError as e:
-      return error_response(e.code, e.message)
+      return answer_error(e)
     except Exception as e:  # a bug of ours: say so, keep the stream
       _log.exception("unexpected error answering a step on the shared-memory channel")
       return error_response(code_pb2.INTERNAL, f"server error: {type(e).__name__}: {e}")

@@ -162,7 +162,7 @@ def receive(sock: socket.socket, kind: int, payload_bytes: int = 0
   fds = _fds_of(ancillary) if ancillary else []
   try:
     if not data:
-      raise ChannelError("the peer closed the channel")
+      raise ChannelError("the peer closed the channel (has it stopped?)")
     if msg_flags & _TRUNCATED:
       raise ChannelError("the peer sent an oversized packet")
     if len(data) != HEADER.size + payload_bytes:

@@ -26,12 +26,17 @@ from dm_env_rpc_fast.shm._wire import ChannelError
 # longer is not one we want to step through.
 ATTACH_TIMEOUT_S = 2.0
 
-# The pure backend's decoders run numpy over the buffer they are given and
-# assume it does not change during the call; the region is the server's to
-# write, so on that backend each response is copied out first.  The native
-# decoders read each byte once and bound every write by what they allocated
-# (see csrc/), so they read the region directly.
-_DECODE_IN_PLACE = codec.BACKEND == "native"
+
+def _decode_in_place() -> bool:
+  """Whether the live backend may decode straight from the server's region.
+
+  The pure backend's decoders run numpy over the buffer they are given and
+  assume it does not change during the call; the region is the server's to
+  write, so on that backend each response is copied out first.  The native
+  decoders read each byte once and bound every write by what they allocated
+  (see csrc/), so they read the region directly.
+  """
+  return codec.BACKEND == "native"
 
 
 def offer_request() -> any_pb2.Any:
@@ -122,6 +127,8 @@ class ClientChannel:
       if on_ready is not None:
         _POLLER.watch(self._sock, on_ready)
       _wire.send(self._sock, _wire.KIND_REQUEST, len(data), fd)
+    except (BrokenPipeError, ConnectionResetError):
+      raise self._fail("the server closed the channel (has it stopped?)") from None
     except OSError as e:
       raise self._fail(f"sending the request: {e}") from None
     finally:
@@ -143,6 +150,8 @@ class ClientChannel:
         if self._response is not None:
           self._response.release()
         self._response = region
+    except ConnectionResetError:
+      raise self._fail("the server closed the channel (has it stopped?)") from None
     except (OSError, ChannelError) as e:
       raise self._fail(str(e)) from None
     region = self._response
@@ -152,12 +161,13 @@ class ClientChannel:
       raise self._fail(f"the server says its answer has {length} bytes; "
                        f"its region has {region.size}")
     view = region.view[:length]
-    buf = view if _DECODE_IN_PLACE else bytes(view)
+    in_place = _decode_in_place()
+    buf = view if in_place else bytes(view)
     if out is not None:
       state, observations = codec.decode_step_response(buf, zero_copy=zero_copy, out=out)
     else:
       state, observations = codec.decode_step_response(buf, zero_copy=zero_copy)
-    if not zero_copy and _DECODE_IN_PLACE:
+    if not zero_copy and in_place:
       # int8/uint8 arrays are views of the message bytes even without
       # zero_copy (dm-env-rpc's rule); over gRPC those bytes are the caller's
       # to keep, here they are the region the next step overwrites.

@@ -169,17 +169,18 @@ def _one_line(message) -> str:
 
 
 class _Slots:
-  """The batched arrays one step fills: a row per environment."""
+  """The batched arrays one step fills: a row per environment (every row is written)."""
 
   def __init__(self, n: int, fixed: Mapping[int, Tuple[Tuple[int, ...], np.dtype]],
-               reward: Tuple[Tuple[int, ...], np.dtype], discount: Tuple[Tuple[int, ...], np.dtype]):
+               reward: Tuple[Tuple[int, ...], np.dtype], discount: Tuple[Tuple[int, ...], np.dtype],
+               rows: bool):
     self.observations = {uid: np.empty((n,) + shape, dtype) for uid, (shape, dtype) in fixed.items()}
     self.step_type = np.empty(n, np.int32)
-    self.reward = np.zeros((n,) + reward[0], reward[1])
-    self.discount = np.ones((n,) + discount[0], discount[1])
+    self.reward = np.empty((n,) + reward[0], reward[1])
+    self.discount = np.empty((n,) + discount[0], discount[1])
     # The row views given to the decoder as `out`, made once per set.
     self.rows = [{uid: array[i, ...] for uid, array in self.observations.items()}
-                 for i in range(n)]
+                 for i in range(n)] if rows else None
 
 
 class VectorEnv:
@@ -256,6 +257,7 @@ class VectorEnv:
     self._errors: Dict[int, BaseException] = {}  # collected, not yet raised
     self._woken: "queue.SimpleQueue[int]" = queue.SimpleQueue()
     self._on_ready = [functools.partial(self._woken.put, i) for i in range(n)]
+    self._all_ids = list(range(n))
     self._slots = self._new_slots()
     self._closed = False
     for i, conn in enumerate(self._connections):
@@ -290,6 +292,13 @@ class VectorEnv:
       if all(d >= 0 for d in shape) and np_dtype.kind in "biuf":
         self._fixed[uid] = (shape, np_dtype)
     self._names = names
+    self._requested_set = set(self._requested)
+    self._shown_info = [(uid, names[uid], uid in self._fixed) for uid in self._shown]
+    self._unflatten = self._nested and any(_SEP in names[uid] for uid in self._shown)
+    self._action_info = {name: (uid, self._actions.np_dtype[uid], self._actions.dtype[uid],
+                                self._actions.shape[uid])
+                         for name, uid in self._actions.uid.items()}
+    self._loose = [uid for uid in self._requested if uid not in self._fixed]
     reward_spec, discount_spec = env.reward_spec(), env.discount_spec()
     self._reward_layout = (tuple(reward_spec.shape), np.dtype(reward_spec.dtype))
     self._discount_layout = (tuple(discount_spec.shape), np.dtype(discount_spec.dtype))
@@ -349,12 +358,11 @@ class VectorEnv:
         other answer has been collected first, and the batch is dropped.
     """
     self._check_open()
-    ids = list(range(self.num_envs))
-    if any(i not in self._in_flight and i not in self._pending and i not in self._ready
-           for i in ids):
+    n = self.num_envs
+    if len(self._in_flight) + len(self._pending) + len(self._ready) != n:
       raise ValueError("step_wait: call step_async(actions) first")
-    self._collect(lambda: all(i in self._ready for i in ids), wait_all=True)
-    return self._take(ids)
+    self._collect(lambda: len(self._ready) == n, wait_all=True)
+    return self._take(self._all_ids)
 
   def step(self, actions: Mapping[str, Any]) -> dm_env.TimeStep:
     """`step_async(actions)` then `step_wait()`."""
@@ -369,8 +377,9 @@ class VectorEnv:
     """
     ids = self._ids(env_ids)
     self.async_reset(ids)
-    self._collect(lambda: all(i in self._ready for i in ids), wait_all=False, only=ids)
-    return self._take(ids)
+    wanted = set(ids)
+    self._collect(lambda: wanted.issubset(self._ready), wait_all=False, only=ids)
+    return self._take(ids if ids != self._all_ids else self._all_ids)
 
   # -- EnvPool-style ----------------------------------------------------------------------
 
@@ -428,6 +437,8 @@ class VectorEnv:
     want = min(self.batch_size, pending)
     self._collect(lambda: len(self._ready) >= want, wait_all=False)
     ids = sorted(self._ready[:want])
+    if ids == self._all_ids:
+      ids = self._all_ids
     return self._take(ids), np.asarray(ids, np.int32)
 
   # -- the machinery --------------------------------------------------------------------
@@ -455,28 +466,34 @@ class VectorEnv:
 
   def _prepare_actions(self, actions: Mapping[str, Any], ids: Sequence[int]) -> List[Dict[int, Any]]:
     """{name: batch} -> one {uid: value} per env, cast and shape-checked once per batch."""
-    if self._nested:
+    if self._nested and any(type(v) is not np.ndarray and isinstance(v, Mapping)
+                            for v in actions.values()):
       actions = dm_env_flatten_utils.flatten_dict(actions, _SEP)
     n = len(ids)
-    specs = self._actions
-    per_uid = {}
+    info = self._action_info
+    per_uid = []
     for name, value in actions.items():
-      uid = specs.uid.get(name)
-      if uid is None:
-        raise ValueError(f"unknown action {name!r}; the actions are {sorted(specs.uid)}")
-      if type(value) is np.ndarray and value.dtype == specs.np_dtype[uid] and value.dtype.kind in "biuf":
-        array = value
+      try:
+        uid, np_dtype, data_type, spec_shape = info[name]
+      except KeyError:
+        raise ValueError(f"unknown action {name!r}; the actions are {sorted(info)}") from None
+      if type(value) is np.ndarray and value.dtype == np_dtype and np_dtype.kind in "biuf":
+        array = value  # the spec's dtype already (the common case): nothing to cast
       else:
-        _, array, shape = _common.prepare(value, specs.dtype[uid])
+        _, array, shape = _common.prepare(value, data_type)
         array = array.reshape(shape)
-      if array.ndim == 0 or array.shape[0] != n or not dm_env_adaptor._shape_matches(  # pylint: disable=protected-access
-          array.shape[1:], specs.shape[uid]):
+      shape = array.shape
+      if shape[:1] != (n,) or (shape[1:] != spec_shape and not dm_env_adaptor._shape_matches(  # pylint: disable=protected-access
+          shape[1:], spec_shape)):
         raise ValueError(
-            f"action {name!r} has shape {array.shape}; expected ({n}, "
-            f"{', '.join(map(str, specs.shape[uid]))}) (a leading axis of one entry per "
+            f"action {name!r} has shape {shape}; expected ({n}, "
+            f"{', '.join(map(str, spec_shape))}) (a leading axis of one entry per "
             "environment stepped)".replace(", )", ")"))
-      per_uid[uid] = array
-    return [{uid: array[k] for uid, array in per_uid.items()} for k in range(n)]
+      per_uid.append((uid, array))
+    if len(per_uid) == 1:
+      uid, array = per_uid[0]
+      return [{uid: row} for row in array]
+    return [{uid: array[k] for uid, array in per_uid} for k in range(n)]
 
   def _start(self, ids: Sequence[int], per_env: Sequence[Dict[int, Any]], first: bool) -> None:
     """Sends every step before waiting for any answer.
@@ -606,40 +623,43 @@ class VectorEnv:
     """Checks one environment's answer and writes it into row i of the slots."""
     state, by_uid = answer
     slots = self._slots
-    missing = [uid for uid in self._requested if uid not in by_uid]
-    if missing:
-      raise ValueError(f"the answer lacks requested observations "
-                       f"{[self._names[uid] for uid in missing]}")
+    if by_uid.keys() != self._requested_set:
+      missing = [self._names[uid] for uid in self._requested if uid not in by_uid]
+      if missing:
+        raise ValueError(f"the answer lacks requested observations {missing}")
     fixed = self._fixed
-    rest = {uid: value for uid, value in by_uid.items()
-            if not (decoded_into and uid in fixed)}
-    self._observations.check_observations(rest)  # dtype and shape, as the adaptor checks
-    other = {}
-    for uid, value in rest.items():
-      if uid in fixed:
-        slots.observations[uid][i] = value
-      else:
-        other[uid] = value
-    self._other[i] = other
+    if decoded_into:  # the codec checked and wrote the fixed ones into their rows
+      if self._loose:
+        loose = {uid: by_uid[uid] for uid in self._loose}
+        self._observations.check_observations(loose)  # as DmEnvAdaptor checks
+        self._other[i] = loose
+    else:
+      self._observations.check_observations(by_uid)  # dtype and shape, as DmEnvAdaptor checks
+      observations = slots.observations
+      loose = {}
+      for uid, value in by_uid.items():
+        if uid in fixed:
+          observations[uid][i] = value
+        else:
+          loose[uid] = value
+      self._other[i] = loose
     last = self._state[i]
-    if last == _INTERRUPTED_BY_RESET:
-      last = _INTERRUPTED
     if state == _RUNNING:
       step_type = _MID if last == _RUNNING else _FIRST
     elif last == _RUNNING:
       step_type = _LAST
     else:
       raise RuntimeError("Environment transitioned from {} to {}".format(
-          dm_env_rpc_pb2.EnvironmentStateType.Name(last),
+          dm_env_rpc_pb2.EnvironmentStateType.Name(
+              _INTERRUPTED if last == _INTERRUPTED_BY_RESET else last),
           dm_env_rpc_pb2.EnvironmentStateType.Name(state)))
     self._state[i] = state
     slots.step_type[i] = step_type
-    if self._reward_uid is not None and step_type != _FIRST:
-      slots.reward[i] = self._value(i, self._reward_uid)
-    else:
-      slots.reward[i] = 0
-    if self._discount_uid is not None:
-      slots.discount[i] = self._value(i, self._discount_uid)
+    reward_uid, discount_uid = self._reward_uid, self._discount_uid
+    slots.reward[i] = (self._value(i, reward_uid)
+                       if reward_uid is not None and step_type != _FIRST else 0)
+    if discount_uid is not None:
+      slots.discount[i] = self._value(i, discount_uid)
     else:
       slots.discount[i] = 0 if (step_type == _LAST and state == _TERMINATED) else 1
     self._ready.append(i)
@@ -650,32 +670,29 @@ class VectorEnv:
     return self._other[i][uid]
 
   def _new_slots(self) -> _Slots:
-    return _Slots(self.num_envs, self._fixed, self._reward_layout, self._discount_layout)
+    return _Slots(self.num_envs, self._fixed, self._reward_layout, self._discount_layout,
+                  rows=DECODES_INTO and any(self._pipelined))
 
   def _take(self, ids: Sequence[int]) -> dm_env.TimeStep:
     """Removes `ids` from the ready list; returns their batched TimeStep, rows in `ids`' order."""
-    taken = set(ids)
-    self._ready = [i for i in self._ready if i not in taken]
     slots = self._slots
-    whole = list(ids) == list(range(self.num_envs))
-    if whole:
+    if ids is self._all_ids:  # every environment: the slots themselves
+      self._ready = []
       step_type, reward, discount = slots.step_type, slots.reward, slots.discount
       arrays = slots.observations
       if self._copy:  # the caller keeps these; the next steps write into new ones
         self._slots = self._new_slots()
     else:
+      taken = set(ids)
+      self._ready = [i for i in self._ready if i not in taken]
       index = np.asarray(ids, np.intp)
       step_type, reward, discount = (np.take(a, index, axis=0)
                                      for a in (slots.step_type, slots.reward, slots.discount))
       arrays = {uid: np.take(a, index, axis=0) for uid, a in slots.observations.items()}
     observations = {}
-    for uid in self._shown:
-      name = self._names[uid]
-      if uid in self._fixed:
-        observations[name] = arrays[uid]
-      else:
-        observations[name] = _stack([self._other[i][uid] for i in ids])
-    if self._nested:
+    for uid, name, fixed in self._shown_info:
+      observations[name] = arrays[uid] if fixed else _stack([self._other[i][uid] for i in ids])
+    if self._unflatten:
       observations = dm_env_flatten_utils.unflatten_dict(observations, _SEP)
     return dm_env.TimeStep(step_type, reward, discount, observations)
 

@@ -563,6 +563,10 @@ class VectorEnv:
     drop every unreturned result (step_wait); otherwise raise at once, keeping
     the results for later.
     """
+    if wait_all and not self._pending and not any(s for _, s in self._in_flight.values()):
+      # step_wait's batch, sent without signals: read the answers in the order sent.
+      for i in list(self._in_flight):
+        self._finish_pipelined(i)
     # Fallback connections answer when asked, one after the other.
     for i in list(self._pending):
       if only is not None and i not in only:

@@ -12,6 +12,7 @@ from dm_env_rpc_fast.benchmark import e2e
 from dm_env_rpc_fast.benchmark import impls
 from dm_env_rpc_fast.benchmark import report
 from dm_env_rpc_fast.benchmark import timing
+from dm_env_rpc_fast.benchmark import vector_bench
 
 # What each mode measures.  Codec: dtypes x sizes, every implementation, both
 # ways.  End to end: observations (dtype, shape), every client.
@@ -91,6 +92,16 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end section")
   parser.add_argument("--no-upstream", action="store_true",
                       help="leave dm-env-rpc out even when it is installed")
+  parser.add_argument("--vector", action="store_true",
+                      help="also measure many environments from one agent: aggregate steps/s of "
+                           "dm_env_rpc_fast.vector over N local servers against N threads of "
+                           "DmEnvAdaptor loops and one loop (N = 1,2,4,8; ~15 s with --quick)")
+  parser.add_argument("--vector-counts", type=_csv, metavar="LIST",
+                      help="the N of --vector, comma-separated (default 1,2,4,8)")
+  parser.add_argument("--vector-observation", metavar="DTYPE:SHAPE",
+                      help=f"the observation of --vector (default {vector_bench.OBSERVATION})")
+  parser.add_argument("--vector-transport", choices=("auto", "grpc", "shm"),
+                      help="the transport of --vector's connections (default: as Connection picks)")
   parser.add_argument("--json", metavar="FILE",
                       help="write every sample, median, spread, the versions and the machine here")
   parser.add_argument("--plot", metavar="FILE.png",
@@ -124,13 +135,22 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   if args.passes is not None and args.passes < 1:
     parser.error("--passes must be at least 1")
   args.e2e_passes = mode["e2e_passes"] if args.passes is None else args.passes
+  args.vector_passes = vector_bench.PASSES[args.mode] if args.passes is None else args.passes
   args.passes = mode["passes"] if args.passes is None else args.passes
   args.seconds = mode["seconds"] if args.seconds is None else args.seconds
   args.e2e_seconds = mode["e2e_seconds"] if args.e2e_seconds is None else args.e2e_seconds
   if args.seconds <= 0 or args.e2e_seconds <= 0:
     parser.error("--seconds and --e2e-seconds must be positive")
-  if args.no_codec and args.no_e2e:
+  if args.no_codec and args.no_e2e and not args.vector:
     parser.error("--no-codec and --no-e2e together leave nothing to measure")
+  try:
+    args.vector_n = sorted({int(n) for n in (args.vector_counts or vector_bench.COUNTS)})
+    args.vector_case = e2e.parse_observation(args.vector_observation or vector_bench.OBSERVATION)
+  except ValueError as e:
+    parser.error(f"--vector-counts/--vector-observation: {e}")
+  if args.vector_counts == [] or not all(1 <= n <= 64 for n in args.vector_n):
+    parser.error("--vector-counts: numbers from 1 to 64")
+  args.vector_seconds = vector_bench.PASS_SECONDS[args.mode]
   return args
 
 
@@ -167,6 +187,7 @@ class _Run:
     self.args, self.out, self.err = args, out, err
     self.codec_rows: List[codec_bench.CodecRow] = []
     self.cases: List[e2e.E2ECase] = []
+    self.vector_cases: List[vector_bench.VectorCase] = []
     self.failures: List[str] = []
     self.progress = report.Progress(0.0, err, enabled=False)
 
@@ -184,6 +205,9 @@ class _Run:
         "dtypes": [cases_lib.kind_label(d, v) for d, v in a.kinds], "sizes": a.size_labels,
         "observations": [f"{d}:{'x'.join(map(str, s))}" for d, s in a.observation_cases],
         "codec": not a.no_codec, "e2e": not a.no_e2e, "upstream": not a.no_upstream,
+        "vector": ({"counts": a.vector_n, "observation": f"{a.vector_case[0]}:{'x'.join(map(str, a.vector_case[1]))}",
+                    "passes": a.vector_passes, "pass_seconds": a.vector_seconds,
+                    "transport": a.vector_transport} if a.vector else None),
         "noisy_spread": timing.NOISY_SPREAD, "allocator": self.allocator,
         "started": self.started,
     }
@@ -207,6 +231,8 @@ class _Run:
       self._run_codec()
     if not a.no_e2e:
       self._run_e2e()
+    if a.vector:
+      self._run_vector()
     note = None
     if not a.no_upstream and not self.env["dm_env_rpc"]:
       note = ("dm-env-rpc is not installed, so it was not compared: `pip install dm-env-rpc` "
@@ -218,6 +244,8 @@ class _Run:
     if a.json:
       data = report.to_json(self.env, settings, self.codec_rows, self.cases, self.failures)
       data["elapsed_s"] = round(elapsed, 2)
+      if a.vector:
+        data["vector"] = [case.to_json() for case in self.vector_cases]
       with open(a.json, "w") as f:
         json.dump(data, f, indent=1)
       self._print([f"JSON written to {a.json}"])
@@ -233,7 +261,8 @@ class _Run:
                   + [f"  {f}" for f in self.failures])
     else:
       cells = sum(1 for r in self.codec_rows for c in r.cells.values() if c.ok) \
-          + sum(1 for c in self.cases for cell in c.cells.values() if cell.ok)
+          + sum(1 for c in self.cases for cell in c.cells.values() if cell.ok) \
+          + sum(1 for c in self.vector_cases for cell in c.cells.values() if cell.ok)
       self._print(["", f"all {cells} measured cells passed their checks ({elapsed:.0f} s)"])
     return status
 
@@ -260,7 +289,13 @@ class _Run:
                    codec_bench.plan(a.kinds, a.size_labels))
     if not a.no_e2e:
       total += _SERVER_START_S + len(a.observation_cases) * self._e2e_case_estimate()
+    if a.vector:
+      total += _SERVER_START_S + len(a.vector_n) * self._vector_case_estimate()
     return total
+
+  def _vector_case_estimate(self) -> float:
+    a = self.args
+    return len(vector_bench.CLIENTS) * (a.vector_passes * a.vector_seconds + 0.1) + 0.5
 
   # -- sections ---------------------------------------------------------------
 
@@ -312,6 +347,19 @@ class _Run:
                 + report.server_cost_lines(self.cases) + [""]
                 + report.target_lines(self.cases) + [""])
 
+  def _run_vector(self) -> None:
+    a = self.args
+    self.progress.set_label("many environments: starting the servers")
+    step = self._vector_case_estimate() / max(1, a.vector_passes)
+
+    def on_pass(_):
+      self.progress.advance(step, "many environments")
+
+    self.vector_cases = vector_bench.run(
+        a.vector_n, a.vector_case, passes=a.vector_passes, pass_seconds=a.vector_seconds,
+        prime=not a.no_prime_allocator, transport=a.vector_transport, on_pass=on_pass)
+    self._print(vector_bench.table_lines(self.vector_cases) + [""])
+
   def _collect_failures(self) -> None:
     for row in self.codec_rows:
       for impl, cell in row.cells.items():
@@ -321,3 +369,4 @@ class _Run:
       for name, cell in case.cells.items():
         if cell.status == "FAILED":
           self.failures.append(f"e2e {case.label} {name}: {cell.reason}")
+    self.failures += vector_bench.failures(self.vector_cases)

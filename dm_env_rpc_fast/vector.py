@@ -260,9 +260,6 @@ class VectorEnv:
     self._all_ids = list(range(n))
     self._slots = self._new_slots()
     self._closed = False
-    for i, conn in enumerate(self._connections):
-      if self._pipelined[i]:
-        _on_stream_end(conn, self._on_ready[i])
 
   # -- specs ----------------------------------------------------------------------
 
@@ -606,7 +603,8 @@ class VectorEnv:
 
   def _finish_pipelined(self, i: int) -> None:
     if i not in self._in_flight:
-      return  # a second wake-up (the stream ended after the answer came)
+      return  # a late wake-up: a gRPC stream runs on_ready when finish_step reads
+
     decoded_into, _ = self._in_flight.pop(i)
     try:
       state, by_uid = self._connections[i].finish_step()
@@ -770,22 +768,6 @@ def _signals_readiness(conn) -> bool:
   stream's next message only when asked for it.
   """
   return getattr(conn, "transport", None) == "shm"
-
-
-def _on_stream_end(conn, callback: Callable[[], None]) -> None:
-  """Runs `callback` when the connection's gRPC call ends (a dead server, a broken stream).
-
-  Our Connection runs a step's `on_ready` when its answer arrives; a stream
-  that fails before answering never does, so the gRPC call's own completion
-  wakes the collector too (its finish_step then raises).
-  """
-  call = getattr(getattr(conn, "_stream", None), "_stream", None)
-  add_done_callback = getattr(call, "add_done_callback", None)
-  if callable(add_done_callback):
-    try:
-      add_done_callback(lambda _: callback())
-    except Exception:  # pylint: disable=broad-except
-      pass
 
 
 class _Made(NamedTuple):

@@ -250,7 +250,7 @@ class VectorEnv:
     # env id -> (decoded into the slots?, signals readiness?), in the order sent
     self._in_flight: Dict[int, Tuple[bool, bool]] = {}
     self._signals: List[Optional[bool]] = [None] * n  # None: not known before the first step
-    self._pending: Dict[int, Tuple[Dict[int, Any], bool]] = {}  # fallback: actions to send
+    self._pending: Dict[int, Dict[int, Any]] = {}  # no start_step: actions to send when collected
     self._ready: List[int] = []  # answered, not yet returned
     self._other: List[Dict[int, Any]] = [{} for _ in range(n)]  # non-fixed observations
     self._broken: List[Optional[BaseException]] = [None] * n
@@ -267,7 +267,6 @@ class VectorEnv:
     # pylint: disable=protected-access
     self._template = env
     self._nested = env._nested_tensors
-    self._action_manager = env._action_specs
     self._actions = dm_env_adaptor._FastSpecs(env._action_specs)
     self._observations = dm_env_adaptor._FastSpecs(env._observation_specs)
     self._requested = list(env._requested_observation_uids)

@@ -61,8 +61,9 @@ steps go through `StepRequest` messages one environment after the other: it
 works, with none of the pipelining.
 
 The arrays a step returns are fresh ones the caller owns (`copy=True`, the
-default); with `copy=False` the same arrays are reused, and a result is valid
-until the next `step_wait`/`recv` that returns every environment.
+default); with `copy=False` the arrays of a result that holds every
+environment are reused: valid until the next `step_async`/`send`/`reset`.
+(A result of some of them is always a fresh gather of their rows.)
 """
 
 import functools

@@ -521,3 +521,25 @@ def test_connections_without_start_step_step_by_messages(servers):
     ref.close()
     for conn in conns:
       conn.close()
+
+
+def test_reset_of_some_environments_and_a_vector_from_adaptors(servers):
+  addresses = servers(3)
+  settings = settings_for(3, episode_length=50)
+  ref = Reference(addresses, settings, None)
+  conns = [connection.create_secure_channel_and_connect(a) for a in addresses]
+  adaptors = [dm_env_adaptor.create_and_join_world(c, s, {})[0] for c, s in zip(conns, settings)]
+  try:
+    with vector.VectorEnv(adaptors, addresses=addresses) as envs:
+      assert_batch_matches(envs.reset(), ref.reset())
+      moves = np.array([1, 2, 3], np.int32)
+      assert_batch_matches(envs.step({"move": moves}), ref.step(moves))
+      # Reset worlds 2 and 0 only: their FIRST steps, in that order; world 1 carries on.
+      batch = envs.reset(env_ids=[2, 0])
+      assert list(batch.step_type) == [0, 0]
+      assert_batch_matches(batch, [ref.envs[2].reset(), ref.envs[0].reset()])
+      assert_batch_matches(envs.step({"move": moves}), ref.step(moves))
+  finally:
+    ref.close()
+    for conn in conns:
+      conn.close()

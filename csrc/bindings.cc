@@ -238,15 +238,26 @@ uint64_t to_uid(PyObject* key) {
   return x;
 }
 
-py::bytes encode_step(py::handle mapping, py::handle requested, int32_t state, bool response) {
+// A step message gathered from Python and sized, ready to write.  `values`
+// holds what the items point into (it is sized once and never moved from).
+struct PreparedStep {
   dmrf::StepMessage m;
+  std::vector<Value> values;
+  py::object items;  // the (uid, value) pairs, alive while the items point into them
+  bool big = false;  // enough array data to size and write without the GIL
+};
+
+void prepare_step(py::handle mapping, py::handle requested, int32_t state, bool response,
+                  PreparedStep& s) {
+  dmrf::StepMessage& m = s.m;
   m.response = response;
   m.state = state;
   PyObject* items_obj = PyMapping_Items(mapping.ptr());
   if (!items_obj) throw py::error_already_set();
-  py::list items = py::reinterpret_steal<py::list>(items_obj);
+  s.items = py::reinterpret_steal<py::object>(items_obj);
   const size_t n = static_cast<size_t>(PyList_GET_SIZE(items_obj));
-  std::vector<Value> values(n);  // sized once: items point into it
+  std::vector<Value>& values = s.values;
+  values.resize(n);  // sized once: items point into it
   m.items.resize(n);
   size_t data_bytes = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -287,25 +298,56 @@ py::bytes encode_step(py::handle mapping, py::handle requested, int32_t state, b
     m.requested.reserve(static_cast<size_t>(k));
     for (Py_ssize_t i = 0; i < k; ++i) m.requested.push_back(to_uid(PySequence_Fast_GET_ITEM(seq, i)));
   }
-  const bool big = data_bytes > kReleaseGil;
-  if (big) {
+  s.big = data_bytes > kReleaseGil;
+  if (s.big) {
     py::gil_scoped_release nogil;
     dmrf::size_step(m);
   } else {
     dmrf::size_step(m);
   }
-  PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(m.total));
+}
+
+void write_prepared(const PreparedStep& s, uint8_t* p) {
+  if (s.big) {
+    py::gil_scoped_release nogil;
+    dmrf::write_step(s.m, p);
+  } else {
+    dmrf::write_step(s.m, p);
+  }
+}
+
+py::bytes encode_step(py::handle mapping, py::handle requested, int32_t state, bool response) {
+  PreparedStep s;
+  prepare_step(mapping, requested, state, response, s);
+  PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(s.m.total));
   if (!out) throw py::error_already_set();
   py::bytes result = py::reinterpret_steal<py::bytes>(out);
-  auto* p = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out));
-  if (big) {
-    py::gil_scoped_release nogil;
-    dmrf::write_step(m, p);
-  } else {
-    dmrf::write_step(m, p);
-  }
+  write_prepared(s, reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out)));
   return result;
 }
+
+// A writable C-contiguous buffer export of `out`, released on scope exit.
+class OutBuffer {
+ public:
+  explicit OutBuffer(py::handle obj) {
+    if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_WRITABLE) != 0) {
+      // One error for every refusal (read-only, strided, no buffer, released),
+      // worded as _common.out_buffer words it.
+      PyErr_Clear();
+      const std::string type_name = py::str(py::type::handle_of(obj).attr("__name__"));
+      throw py::type_error("out must be a writable C-contiguous buffer, not " + type_name);
+    }
+  }
+  ~OutBuffer() { PyBuffer_Release(&view_); }
+  OutBuffer(const OutBuffer&) = delete;
+  OutBuffer& operator=(const OutBuffer&) = delete;
+
+  uint8_t* data() const { return static_cast<uint8_t*>(view_.buf); }
+  size_t size() const { return static_cast<size_t>(view_.len); }
+
+ private:
+  Py_buffer view_{};
+};
 
 int32_t to_state(py::handle state) {
   // bool is an int subclass, but protobuf refuses it for an enum field (numpy's
@@ -314,16 +356,33 @@ int32_t to_state(py::handle state) {
     throw py::type_error("StepResponse state must be an integer, not bool");
   }
   PyObject* index = PyNumber_Index(state.ptr());
-  if (!index) throw py::error_already_set();
+  if (!index) {
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) throw py::error_already_set();
+    PyErr_Clear();  // worded as the pure backend words it
+    throw py::type_error("StepResponse state must be an integer, not " +
+                         py::str(py::type::handle_of(state).attr("__name__")).cast<std::string>());
+  }
+  py::object index_obj = py::reinterpret_steal<py::object>(index);
   int overflow = 0;
   const long long x = PyLong_AsLongLongAndOverflow(index, &overflow);
-  Py_DECREF(index);
   if (x == -1 && PyErr_Occurred()) throw py::error_already_set();
   if (overflow || x < INT32_MIN || x > INT32_MAX) {
-    throw py::value_error("StepResponse.state " + py::str(state).cast<std::string>() +
+    throw py::value_error("StepResponse state " + py::str(index_obj).cast<std::string>() +
                           " does not fit int32");
   }
   return static_cast<int32_t>(x);
+}
+
+// encode_step_response straight into the caller's buffer: the message size,
+// and the message in out[0:size] if it fits (else out is not touched).  The
+// export of `out` is held throughout, so a bytearray cannot be resized under us.
+size_t encode_step_response_into(py::handle out, py::handle state, py::handle observations) {
+  OutBuffer target(out);
+  const int32_t s32 = to_state(state);
+  PreparedStep s;
+  prepare_step(observations, py::none(), s32, true, s);
+  if (s.m.total <= target.size()) write_prepared(s, target.data());
+  return s.m.total;
 }
 
 // ---------------------------------------------------------------------------
@@ -590,6 +649,8 @@ PYBIND11_MODULE(_native, m) {
   m.def("encode_step_response", [](py::handle state, py::handle observations) {
     return encode_step(observations, py::none(), to_state(state), true);
   }, py::arg("state"), py::arg("observations"));
+  m.def("encode_step_response_into", &encode_step_response_into, py::arg("out"),
+        py::arg("state"), py::arg("observations"));
   m.def("decode_step_request", [](py::handle buf, py::handle zero_copy, bool validated) {
     return decode_step(buf, truthy(zero_copy), validated, false);
   }, py::arg("buf"), py::arg("zero_copy"), py::arg("validated"));

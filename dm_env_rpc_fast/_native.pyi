@@ -27,6 +27,8 @@ def decode_tensor(buf: Any, zero_copy: bool) -> Any:
 
 def encode_step_request(actions: Mapping[int, Any], requested: Sequence[int]) -> bytes: ...
 def encode_step_response(state: int, observations: Mapping[int, Any]) -> bytes: ...
+def encode_step_response_into(out: Any, state: int, observations: Mapping[int, Any]) -> int:
+  """Message size n; writes it into out[0:n] only if it fits (see _native_backend)."""
 
 def decode_step_request(
     buf: Any, zero_copy: bool, validated: bool) -> Union[Tuple[Dict[int, Any], List[int]], int]:

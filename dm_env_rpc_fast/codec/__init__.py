@@ -16,6 +16,10 @@ Functions:
   encode_step_request(actions, requested) -> bytes      (an EnvironmentRequest)
   decode_step_request(buf, *, zero_copy=False) -> (actions, requested)
   encode_step_response(state, observations) -> bytes    (an EnvironmentResponse)
+  encode_step_response_into(out, state, observations) -> int
+      the same bytes written into a caller's writable buffer (e.g. shared
+      memory): returns their size n and writes out[0:n] only if n <= len(out),
+      else writes nothing (grow the buffer and call again)
   decode_step_response(buf, *, zero_copy=False) -> (state, observations)
 
 See each backend's docstrings (they are the same) for units and ownership.
@@ -54,6 +58,7 @@ decode_tensor = _backend.decode_tensor
 encode_step_request = _backend.encode_step_request
 decode_step_request = _backend.decode_step_request
 encode_step_response = _backend.encode_step_response
+encode_step_response_into = _backend.encode_step_response_into
 decode_step_response = _backend.decode_step_response
 
 MAX_BROADCAST_BYTES: int = _common.MAX_BROADCAST_BYTES
@@ -63,6 +68,7 @@ INTERRUPTED = _common.INTERRUPTED
 
 __all__ = [
     "BACKEND", "encode_tensor", "decode_tensor", "encode_step_request",
-    "decode_step_request", "encode_step_response", "decode_step_response",
+    "decode_step_request", "encode_step_response", "encode_step_response_into",
+    "decode_step_response",
     "RUNNING", "TERMINATED", "INTERRUPTED", "MAX_BROADCAST_BYTES",
 ]

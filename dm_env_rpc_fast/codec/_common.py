@@ -304,6 +304,27 @@ def reshape_target(count: int, shape) -> Tuple[int, ...]:
 
 
 # ---------------------------------------------------------------------------
+# Caller-provided output: encode_step_response_into's buffer.
+
+def out_buffer(out) -> memoryview:
+  """`out` as a writable, C-contiguous memoryview of bytes (encode_step_response_into).
+
+  Raises:
+    TypeError: `out` is not a writable C-contiguous buffer (the native backend
+      words its refusal the same).
+  """
+  try:
+    view = memoryview(out)
+  except (TypeError, ValueError):  # no buffer; a released memoryview
+    view = None
+  if view is None or view.readonly or not view.c_contiguous:
+    raise TypeError(f"out must be a writable C-contiguous buffer, not {type(out).__name__}")
+  if view.format != "B" or view.ndim != 1:
+    view = view.cast("B")
+  return view
+
+
+# ---------------------------------------------------------------------------
 # Errors carried in an EnvironmentResponse.
 
 def raise_status(status_bytes) -> None:

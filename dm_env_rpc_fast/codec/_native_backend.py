@@ -187,6 +187,33 @@ def encode_step_response(state: int, observations: Mapping[int, object]) -> byte
   return _native.encode_step_response(state, observations)
 
 
+def encode_step_response_into(out, state: int, observations: Mapping[int, object]) -> int:
+  """Encodes a step `EnvironmentResponse` straight into the caller's buffer.
+
+  The message is sized first, then written directly into `out` (no
+  intermediate bytes object; the GIL is released around large writes, and
+  the buffer export held meanwhile stops a bytearray from being resized).
+
+  Args:
+    out: a writable C-contiguous buffer (bytearray, mmap.mmap, a memoryview of
+      one, a writable ndarray, ...).
+    state, observations: as for `encode_step_response`.
+
+  Returns:
+    n, the size in bytes of the message.  If n <= len(out) (in bytes), out[0:n]
+    now holds exactly the bytes `encode_step_response` returns and nothing
+    past n was touched; otherwise nothing was written, and the caller can grow
+    its buffer and call again.
+
+  Raises:
+    TypeError: `out` is not a writable C-contiguous buffer (checked first).
+    TypeError, ValueError: as for `encode_step_response`, with nothing written
+      (except if an observation array is changed by another thread during the
+      call: that raises with out[0:n] partly written).
+  """
+  return _native.encode_step_response_into(out, state, observations)
+
+
 def decode_step_response(buf, *, zero_copy: bool = False) -> Tuple[int, Dict[int, object]]:
   """Decodes an `EnvironmentResponse` whose payload is a `StepResponse`.
 

@@ -393,6 +393,35 @@ def encode_step_response(state: int, observations: Mapping[int, object]) -> byte
   return _step_envelope(parts, total)
 
 
+def encode_step_response_into(out, state: int, observations: Mapping[int, object]) -> int:
+  """Encodes a step `EnvironmentResponse` into the caller's buffer.
+
+  This backend builds the bytes of `encode_step_response(state, observations)`
+  and then copies them into `out` (the native backend writes straight into
+  `out`, with no intermediate bytes).
+
+  Args:
+    out: a writable C-contiguous buffer (bytearray, mmap.mmap, a memoryview of
+      one, a writable ndarray, ...).
+    state, observations: as for `encode_step_response`.
+
+  Returns:
+    n, the size in bytes of the message.  If n <= len(out) (in bytes), out[0:n]
+    now holds exactly the bytes `encode_step_response` returns; otherwise
+    nothing was written, and the caller can grow its buffer and call again.
+
+  Raises:
+    TypeError: `out` is not a writable C-contiguous buffer (checked first).
+    TypeError, ValueError: as for `encode_step_response`, with nothing written.
+  """
+  view = _common.out_buffer(out)
+  data = encode_step_response(state, observations)
+  n = len(data)
+  if n <= view.nbytes:
+    view[:n] = data
+  return n
+
+
 # ---------------------------------------------------------------------------
 # Decoding: walking a Tensor.
 

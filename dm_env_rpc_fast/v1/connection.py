@@ -32,6 +32,7 @@ same either way.
 import logging
 import os
 import queue
+import sys
 from typing import Callable, Dict, Mapping, Optional, Protocol, Sequence, Tuple
 
 import grpc
@@ -458,8 +459,10 @@ class _ChannelOwningConnection(Connection):
 
   def __del__(self):
     # A connection dropped without close() must not leave its stream's thread
-    # and channel behind.
-    if getattr(self, "_channel", None) is not None:
+    # and channel behind.  At interpreter exit gRPC's own threads are gone and
+    # closing the channel would wait for them for ever: the process's end
+    # frees everything anyway.
+    if getattr(self, "_channel", None) is not None and not sys.is_finalizing():
       self.close()
 
 

@@ -664,3 +664,24 @@ def test_cycles_leave_nothing_behind(large_server):
   assert _wait_for(lambda: len(_fds()) <= fds_before + 2), (fds_before, _fds())
   if os.path.isdir("/dev/shm"):
     assert sorted(os.listdir("/dev/shm")) == shm_before
+
+
+_UNCLOSED = """
+import sys, numpy as np
+from dm_env_rpc_fast.v1 import connection, dm_env_adaptor
+conn = connection.create_secure_channel_and_connect(sys.argv[1], transport=sys.argv[2])
+env, _ = dm_env_adaptor.create_and_join_world(conn, {"shape": [16], "episode_length": 0}, {})
+env.reset()
+env.step({"action": 1})
+print(conn.transport, flush=True)
+"""  # ...and exits without closing anything
+
+
+@pytest.mark.parametrize("transport", ["grpc", "shm"])
+def test_a_program_that_never_closes_its_connection_still_exits(large_server, backend, transport):
+  """A connection left open at exit must not hold the interpreter (gRPC's threads are gone)."""
+  child = subprocess.run([sys.executable, "-c", _UNCLOSED, large_server.address, transport],
+                         env=server_helpers.subprocess_env(backend), capture_output=True,
+                         timeout=60)
+  assert child.returncode == 0, child.stderr.decode()[-2000:]
+  assert child.stdout.decode().strip() == transport

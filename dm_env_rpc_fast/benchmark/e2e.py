@@ -26,6 +26,18 @@ Clients, all in this process, measured in rotation (see `timing`):
   upstream    dm-env-rpc's DmEnvAdaptor.step -> our server, when dm_env_rpc is
               importable (both packages share one set of message classes).
 
+Every client above steps over gRPC (ours with transport="grpc").  Over the
+same-host shared-memory channel (`dm_env_rpc_fast.shm`), against the same
+server:
+
+  shm_raw     fixed request bytes into the channel, the response's bytes
+              out (a view of the server's region), nothing decoded.
+  shm_fast    dm_env_rpc_fast's DmEnvAdaptor.step, transport="shm".
+  shm_fast_zc the same with zero_copy=True.
+  memcpy      one copy of the observation's bytes, no server at all: the
+              limit of the channel, which moves them once in the server
+              (encode) and, by default, once in the client (decode).
+
 Every block of steps also reads the CPU time of the server it talks to
 (before and after), so each cell carries the server's CPU seconds per step;
 our server's against the pre-serialised one's, both driven by the raw client
@@ -56,7 +68,10 @@ from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
 PROCESS_METHOD = "/dm_env_rpc.v1.Environment/Process"
-CLIENTS = ("ceiling", "raw_ours", "raw_copy", "fast", "fast_zc", "upstream")
+CLIENTS = ("ceiling", "raw_ours", "raw_copy", "fast", "fast_zc", "upstream",
+           "shm_raw", "shm_fast", "shm_fast_zc", "memcpy")
+GRPC_CLIENTS = CLIENTS[:6]
+SHM_CLIENTS = CLIENTS[6:]
 CLIENT_TITLES = {
     "ceiling": "raw stream -> pre-serialised server (the ceiling)",
     "raw_ours": "raw stream -> our server",
@@ -64,15 +79,26 @@ CLIENT_TITLES = {
     "fast": "dm_env_rpc_fast DmEnvAdaptor",
     "fast_zc": "dm_env_rpc_fast DmEnvAdaptor, zero_copy=True",
     "upstream": "dm-env-rpc DmEnvAdaptor",
+    "shm_raw": "raw bytes through the shared-memory channel -> our server",
+    "shm_fast": "dm_env_rpc_fast DmEnvAdaptor, shared-memory channel",
+    "shm_fast_zc": "dm_env_rpc_fast DmEnvAdaptor, shared-memory channel, zero_copy=True",
+    "memcpy": "one memcpy of the observation (no server)",
 }
 SERVER_OF = {"ceiling": "pre-serialised", "raw_ours": "ours", "raw_copy": "ours", "fast": "ours",
-             "fast_zc": "ours", "upstream": "ours"}
+             "fast_zc": "ours", "upstream": "ours", "shm_raw": "ours", "shm_fast": "ours",
+             "shm_fast_zc": "ours", "memcpy": None}
 OBSERVATION = "obs_0"
 
 # The case the server-cost and client targets are judged on.
 TARGET_CASE = ("float32", (256, 256, 3))
 SERVER_COST_TARGET = 1.5   # our server's CPU per step / the pre-serialised server's, at most
 CLIENT_TARGET = 0.85       # fast and fast_zc steps/s / the ceiling's, at least
+# The shared-memory channel: shm_fast's steps/s against the gRPC ceiling's, at
+# least, in every case; and at SHM_BANDWIDTH_CASE, observation bytes per second
+# against memcpy's, at least.
+SHM_SPEEDUP_TARGET = 5.0
+SHM_BANDWIDTH_CASE = ("float64", (1000, 1000))
+SHM_BANDWIDTH_TARGETS = {"shm_fast": 0.25, "shm_fast_zc": 0.40}
 
 _OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 _START_TIMEOUT_S = 60
@@ -208,11 +234,57 @@ class RawClient:
     self._channel.close()
 
 
+class ShmRawClient:
+  """The raw client over the shared-memory channel: fixed request bytes in,
+  the response's bytes out (a view of the server's region), nothing decoded."""
+
+  def __init__(self, address: str, settings: Dict[str, object]):
+    from dm_env_rpc_fast.v1 import connection  # pylint: disable=import-outside-toplevel
+    self._connection = connection.create_secure_channel_and_connect(address, transport="shm")
+    try:
+      name = self._connection.send(dm_env_rpc_pb2.CreateWorldRequest(settings={
+          key: tensor_utils.pack_tensor(value) for key, value in settings.items()})).world_name
+      specs = self._connection.send(dm_env_rpc_pb2.JoinWorldRequest(world_name=name)).specs
+      actions = {uid: np.zeros(spec.shape, np.int32) if spec.shape else np.int32(0)
+                 for uid, spec in specs.actions.items()}
+      requested = sorted(specs.observations)
+      self.request = codec.encode_step_request(actions, requested)
+      self._connection.send_step(actions, requested)  # opens the channel; resets the world
+      self._channel = self._connection._fast  # pylint: disable=protected-access
+    except BaseException:
+      self.close()
+      raise
+
+  def step(self) -> memoryview:
+    self._channel.start(self.request)
+    return self._channel.finish_raw()
+
+  def close(self) -> None:
+    self._connection.close()
+
+
+class MemcpyClient:
+  """One copy of the observation's bytes into the same preallocated array."""
+
+  def __init__(self, expected: np.ndarray):
+    self._source = np.ascontiguousarray(expected)
+    self._target = np.empty_like(self._source)
+
+  def step(self) -> np.ndarray:
+    np.copyto(self._target, self._source)
+    return self._target
+
+  def close(self) -> None:
+    pass
+
+
 class AdaptorClient:
   """A DmEnvAdaptor (ours or dm-env-rpc's) stepping with a constant action."""
 
-  def __init__(self, connection_module, adaptor_module, address: str, settings, **adaptor_kwargs):
-    self._connection = connection_module.create_secure_channel_and_connect(address)
+  def __init__(self, connection_module, adaptor_module, address: str, settings,
+               transport: Optional[str] = None, **adaptor_kwargs):
+    kwargs = {"transport": transport} if transport else {}
+    self._connection = connection_module.create_secure_channel_and_connect(address, **kwargs)
     try:
       self._env, _ = adaptor_module.create_and_join_world(
           self._connection, settings, {}, **adaptor_kwargs)
@@ -317,7 +389,12 @@ class E2ECase:
                     for name, cell in self.cells.items()},
         "server_cost_ratio": self.server_cost_ratio(),
         "speedup_vs_upstream": {name: self.speedup(name, "upstream") for name in ("fast", "fast_zc")},
+        "shm_of_memcpy": {name: self.of_memcpy(name) for name in ("shm_raw", "shm_fast", "shm_fast_zc")},
     }
+
+  def of_memcpy(self, client: str) -> Optional[float]:
+    """Observation bytes/s of `client` as a fraction of memcpy's, paired over passes."""
+    return self.speedup(client, "memcpy")
 
 
 def _upstream_modules():
@@ -380,9 +457,20 @@ class ClientSet:
           Call(raw_copy.step_and_copy, lambda copied: check(copied.tobytes())), ours.cpu_seconds)
     except Exception as e:  # pylint: disable=broad-except
       self.members["raw_copy"] = Unavailable("FAILED", f"{type(e).__name__}: {e}")
+    try:
+      shm_raw = self._keep(ShmRawClient(ours.address, settings))
+      self.members["shm_raw"] = timing.Member(
+          Call(shm_raw.step, lambda view: check(bytes(view))), ours.cpu_seconds)
+    except Exception as e:  # pylint: disable=broad-except
+      self.members["shm_raw"] = Unavailable("FAILED", f"{type(e).__name__}: {e}")
+    memcpy = self._keep(MemcpyClient(expected))
+    self.members["memcpy"] = timing.Member(
+        Call(memcpy.step, lambda copied: cases_lib.check_array(copied, expected)), None)
     adaptors = {
-        "fast": (fast_connection, fast_adaptor, {}),
-        "fast_zc": (fast_connection, fast_adaptor, {"zero_copy": True}),
+        "fast": (fast_connection, fast_adaptor, {"transport": "grpc"}),
+        "fast_zc": (fast_connection, fast_adaptor, {"transport": "grpc", "zero_copy": True}),
+        "shm_fast": (fast_connection, fast_adaptor, {"transport": "shm"}),
+        "shm_fast_zc": (fast_connection, fast_adaptor, {"transport": "shm", "zero_copy": True}),
     }
     up_modules, why = _upstream_modules()
     if not upstream:

@@ -250,19 +250,21 @@ def _indent(lines: List[str]) -> List[str]:
 
 
 _E2E_COLUMNS = {"ceiling": "ceiling", "raw_ours": "raw->ours", "raw_copy": "raw+copy",
-                "fast": "fast", "fast_zc": "fast zc", "upstream": "upstream"}
+                "fast": "fast", "fast_zc": "fast zc", "upstream": "upstream",
+                "shm_raw": "shm raw", "shm_fast": "shm fast", "shm_fast_zc": "shm fast zc",
+                "memcpy": "memcpy"}
 
 
 def e2e_table(cases: Sequence["e2e.E2ECase"], passes: int) -> List[str]:
   if not cases:
     return []
   notes = Notes()
-  head = ["observation", "bytes/step"] + [_E2E_COLUMNS[name] for name in e2e.CLIENTS] \
+  head = ["observation", "bytes/step"] + [_E2E_COLUMNS[name] for name in e2e.GRPC_CLIENTS] \
       + ["fast/up", "zc/up"]
   table = [head]
   for case in cases:
     line = [case.label, f"{case.response_bytes:,}" if case.response_bytes else "-"]
-    for name in e2e.CLIENTS:
+    for name in e2e.GRPC_CLIENTS:
       cell = case.cells.get(name)
       if cell is not None:
         notes.cell(case.label, name, cell)
@@ -282,7 +284,61 @@ def e2e_table(cases: Sequence["e2e.E2ECase"], passes: int) -> List[str]:
            "raw+copy = raw->ours plus one copy of each\n  response: the least a client returning "
            "writable arrays (fast, as dm-env-rpc) can do")
   lines = [title, ""] + ["  " + line for line in _table(table, "lr" + "r" * (len(head) - 2))]
+  return lines + _indent(notes.lines()) + [""] + shm_table(cases)
+
+
+def shm_table(cases: Sequence["e2e.E2ECase"]) -> List[str]:
+  """The same-host shared-memory channel beside the gRPC ceiling and memcpy."""
+  if not cases:
+    return []
+  notes = Notes()
+  head = ["observation", "ceiling", "fast (gRPC)"] \
+      + [_E2E_COLUMNS[name] for name in e2e.SHM_CLIENTS] + ["fast of memcpy", "zc of memcpy"]
+  table = [head]
+  for case in cases:
+    line = [case.label]
+    for name in ("ceiling", "fast") + e2e.SHM_CLIENTS:
+      cell = case.cells.get(name)
+      if cell is not None and name in e2e.SHM_CLIENTS:
+        notes.cell(case.label, name, cell)
+      rate = case.steps_per_s(name)
+      figure = "-" if rate is None else f"{rate:,.0f}/s"
+      share = case.of_ceiling(name)
+      if name not in ("ceiling", "memcpy") and share is not None:
+        figure += f" ({fmt_ratio(share)})"
+      line.append(_cell_text(cell, figure))
+    for name in ("shm_fast", "shm_fast_zc"):
+      line.append(fmt_pct(case.of_memcpy(name)))
+    table.append(line)
+  title = ("Same host, shared-memory channel (transport \"shm\", the default where both ends "
+           "are dm_env_rpc_fast):\n  steps/s, median of the passes; (x) the gRPC ceiling's "
+           "steps/s, paired; memcpy = one copy of the\n  observation, no server; 'of memcpy' = "
+           "observation bytes/s against memcpy's, paired")
+  lines = [title, ""] + ["  " + line for line in _table(table, "l" + "r" * (len(head) - 1))]
   return lines + _indent(notes.lines())
+
+
+def shm_target_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
+  """The shared-memory channel's targets, judged on this run."""
+  out = []
+  for case in cases:
+    ratio = case.of_ceiling("shm_fast")
+    if ratio is None:
+      continue
+    verdict = "met" if ratio >= e2e.SHM_SPEEDUP_TARGET else "NOT met"
+    out.append(f"  {case.label}: DmEnvAdaptor over shared memory >= "
+               f"{e2e.SHM_SPEEDUP_TARGET:g}x the gRPC ceiling's steps/s: {fmt_ratio(ratio)}  {verdict}")
+  dtype, shape = e2e.SHM_BANDWIDTH_CASE
+  case = next((c for c in cases if c.dtype == dtype and tuple(c.shape) == shape), None)
+  if case is not None:
+    for name, target in e2e.SHM_BANDWIDTH_TARGETS.items():
+      share = case.of_memcpy(name)
+      if share is None:
+        continue
+      verdict = "met" if share >= target else "NOT met"
+      out.append(f"  {case.label}: {e2e.CLIENT_TITLES[name]} >= {target:.0%} of memcpy's "
+                 f"bandwidth: {fmt_pct(share)}  {verdict}")
+  return ["Shared-memory targets:"] + out if out else []
 
 
 def server_cost_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
@@ -319,7 +375,8 @@ def target_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
   if bound is not None:
     out.append(f"  (the raw stream to our server plus one copy of each response, the least any "
                f"client returning writable arrays does: {100 * bound:.1f}%)")
-  return out
+  shm = shm_target_lines(cases)
+  return out + ([""] + shm if shm else [])
 
 
 def _speedups(rows, impl, base, min_bytes=0):
@@ -366,6 +423,11 @@ def summary_lines(codec_rows: Sequence["codec_bench.CodecRow"],
     if parts:
       extra = f"; fast = {fmt_ratio(speedup)} dm-env-rpc's steps/s" if speedup else ""
       out.append(f"  e2e {case.label}: {', '.join(parts)} of the ceiling{extra}")
+    shm = [f"{name} {fmt_ratio(case.of_ceiling(name))}" for name in ("shm_fast", "shm_fast_zc")
+           if case.of_ceiling(name) is not None]
+    if shm:
+      out.append(f"  e2e {case.label} over shared memory: {', '.join(shm)} the gRPC ceiling's "
+                 f"steps/s ({fmt_pct(case.of_memcpy('shm_fast'))} of memcpy's bandwidth)")
   if upstream_note:
     out.append(f"  {upstream_note}")
   return ["Summary"] + out if out else []
@@ -410,7 +472,11 @@ _STYLE = {
     "ceiling": ("black", "--", None), "raw_ours": ("tab:gray", ":", "x"),
     "raw_copy": ("tab:olive", ":", "+"),
     "fast": ("tab:blue", "-", "o"), "fast_zc": ("tab:cyan", "-", "D"),
+    "shm_raw": ("tab:purple", ":", "x"), "shm_fast": ("tab:purple", "-", "o"),
+    "shm_fast_zc": ("tab:pink", "-", "D"),
 }
+# The memcpy line of the end-to-end panel (the codec panels have their own).
+_E2E_MEMCPY_STYLE = ("black", ":", None)
 
 
 def plot(path: str, codec_rows, cases, env) -> None:
@@ -456,16 +522,18 @@ def plot(path: str, codec_rows, cases, env) -> None:
       points = [(c.response_bytes, c.steps_per_s(name) * c.response_bytes / 1e6)
                 for c in ordered if c.response_bytes and c.steps_per_s(name)]
       if points:
-        color, style, marker = _STYLE.get(name, ("tab:red", "-", "^"))
+        color, style, marker = (_E2E_MEMCPY_STYLE if name == "memcpy"
+                                else _STYLE.get(name, ("tab:red", "-", "^")))
         ax.plot(*zip(*points), style, color=color, marker=marker, markersize=4, label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_title("end to end over loopback gRPC (response MB/s = steps/s x bytes/step)", fontsize=9)
+    ax.set_title("end to end on one host, gRPC and shared memory (response MB/s = steps/s x "
+                 "bytes/step)", fontsize=9)
     ax.set_xlabel("response bytes per step", fontsize=8)
     ax.set_ylabel("MB/s", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="best", ncol=len(e2e.CLIENTS))
+    ax.legend(fontsize=7, loc="best", ncol=len(e2e.CLIENTS) // 2)
   if panels:
     handles, labels = fig.axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=7, frameon=False)

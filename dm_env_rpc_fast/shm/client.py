@@ -142,6 +142,28 @@ class ClientChannel:
     server's region: valid until the next step on this connection, which
     overwrites them.
     """
+    view = self.finish_raw()
+    in_place = _decode_in_place()
+    buf = view if in_place else bytes(view)
+    if out is not None:
+      state, observations = codec.decode_step_response(buf, zero_copy=zero_copy, out=out)
+    else:
+      state, observations = codec.decode_step_response(buf, zero_copy=zero_copy)
+    if not zero_copy and in_place:
+      # int8/uint8 arrays are views of the message bytes even without
+      # zero_copy (dm-env-rpc's rule); over gRPC those bytes are the caller's
+      # to keep, here they are the region the next step overwrites.
+      for uid, value in observations.items():
+        if type(value) is np.ndarray and value.base is not None and (
+            out is None or value is not out.get(uid)):
+          copy = value.copy()
+          copy.flags.writeable = False
+          observations[uid] = copy
+    return state, observations
+
+  def finish_raw(self) -> memoryview:
+    """Waits for the server's answer: a read-only view of its bytes in the
+    server's region, valid until the next `start` (the benchmark's raw client)."""
     self._check_usable()
     try:
       length, fd, _ = _wire.receive(self._sock, _wire.KIND_RESPONSE)
@@ -160,24 +182,7 @@ class ClientChannel:
     if length > region.size:
       raise self._fail(f"the server says its answer has {length} bytes; "
                        f"its region has {region.size}")
-    view = region.view[:length]
-    in_place = _decode_in_place()
-    buf = view if in_place else bytes(view)
-    if out is not None:
-      state, observations = codec.decode_step_response(buf, zero_copy=zero_copy, out=out)
-    else:
-      state, observations = codec.decode_step_response(buf, zero_copy=zero_copy)
-    if not zero_copy and in_place:
-      # int8/uint8 arrays are views of the message bytes even without
-      # zero_copy (dm-env-rpc's rule); over gRPC those bytes are the caller's
-      # to keep, here they are the region the next step overwrites.
-      for uid, value in observations.items():
-        if type(value) is np.ndarray and value.base is not None and (
-            out is None or value is not out.get(uid)):
-          copy = value.copy()
-          copy.flags.writeable = False
-          observations[uid] = copy
-    return state, observations
+    return region.view[:length]
 
   def close(self) -> None:
     """Closes the socket and drops both mappings.  Idempotent."""

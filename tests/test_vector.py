@@ -543,3 +543,35 @@ def test_reset_of_some_environments_and_a_vector_from_adaptors(servers):
     ref.close()
     for conn in conns:
       conn.close()
+
+
+def test_observations_are_decoded_straight_into_the_batch_rows(servers, monkeypatch):
+  """Our Connection gets a row of the batch array as `out`, and the codec writes it there."""
+  assert vector.DECODES_INTO, "codec.decode_step_response has no out= parameter"
+  given, returned = [], []
+  start, finish = connection.Connection.start_step, connection.Connection.finish_step
+
+  def spy_start(self, *args, **kwargs):
+    given.append(kwargs.get("out"))
+    return start(self, *args, **kwargs)
+
+  def spy_finish(self):
+    answer = finish(self)
+    returned.append(answer[1])
+    return answer
+
+  monkeypatch.setattr(connection.Connection, "start_step", spy_start)
+  monkeypatch.setattr(connection.Connection, "finish_step", spy_finish)
+  addresses = servers(3)
+  with vector.create_and_join_world(addresses, settings_for(3), {}) as envs:
+    envs.reset()
+    given.clear()
+    returned.clear()
+    batch = envs.step({"move": np.ones(3, np.int32)})
+  image = batch.observation["image"]
+  uid = envs._observations.uid["image"]  # pylint: disable=protected-access
+  assert len(given) == 3 and len(returned) == 3
+  for k, (out, answer) in enumerate(zip(given, returned)):
+    row = out[uid]
+    assert row.base is image and row.__array_interface__["data"][0] == image[k].__array_interface__["data"][0]
+    assert answer[uid] is row  # the decoder wrote into the row: no array of its own

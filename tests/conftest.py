@@ -88,7 +88,8 @@ def pytest_report_header(config):
 
 
 _SWAPPED = ("encode_tensor", "decode_tensor", "encode_step_request",
-            "decode_step_request", "encode_step_response", "decode_step_response")
+            "decode_step_request", "encode_step_response", "decode_step_response",
+            "encode_step_response_into")
 
 
 @pytest.fixture(params=backend_names())

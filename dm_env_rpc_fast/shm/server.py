@@ -219,19 +219,32 @@ class _Channel:
       except OSError as e:
         _log.info("shared-memory channel: the client went away mid-step: %s", e)
         return
+      except Exception:  # pylint: disable=broad-except
+        # A bug of ours: the client's next step sees the channel close.
+        _log.exception("shared-memory channel: answering a step failed; closing the channel")
+        return
 
   def _answer(self, result) -> None:
-    if not isinstance(result, bytes):
-      result = codec.encode_step_response(*result)
-    length = len(result)
-    region, fd = self._response, None
-    if region is None or length > region.size:
-      region, fd = _wire.Region.create(
-          _wire.region_size_for(length, region.size if region is not None else 0))
+    """Writes a response into our region (a larger new one if needed) and says so."""
+    region = self._response
+    size = region.size if region is not None else 0
+    if isinstance(result, bytes):  # an error response
+      length = len(result)
+      if region is not None and length <= size:
+        region.view[:length] = result
+    else:  # observations, encoded straight into the region
+      length = codec.encode_step_response_into(
+          region.view if region is not None else bytearray(), *result)
+    fd = None
+    if region is None or length > size:
+      region, fd = _wire.Region.create(_wire.region_size_for(length, size))
       if self._response is not None:
         self._response.release()
       self._response = region
-    region.view[:length] = result
+      if isinstance(result, bytes):
+        region.view[:length] = result
+      elif codec.encode_step_response_into(region.view, *result) != length:
+        raise RuntimeError("a step response changed size between two encodings")
     try:
       _wire.send(self._sock, _wire.KIND_RESPONSE, length, fd)
     finally:

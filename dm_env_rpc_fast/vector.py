@@ -334,11 +334,10 @@ class VectorEnv:
         is sent).
     """
     self._check_open()
-    busy = self._busy()
-    if busy:
-      raise ValueError(f"environments {busy} have a step in flight or unreceived: "
+    if self._in_flight or self._pending or self._ready:
+      raise ValueError(f"environments {self._busy()} have a step in flight or unreceived: "
                        "call step_wait() (or recv()) first")
-    ids = list(range(self.num_envs))
+    ids = self._all_ids
     per_env = self._prepare_actions(actions, ids)
     try:
       self._start(ids, per_env, first=False)

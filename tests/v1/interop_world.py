@@ -159,8 +159,12 @@ def describe(value):
   return (type(value).__name__, None, (), value, None)
 
 
-def run_client(package, address, zero_copy=False, steps=STEPS):
-  """Drives the world with `package`'s client; returns one record per TimeStep."""
+def run_client(package, address, zero_copy=False, steps=STEPS, transports=None):
+  """Drives the world with `package`'s client; returns one record per TimeStep.
+
+  `transports`, a list, gets the transport the connection stepped over (our
+  package's `Connection.transport`; None for dm-env-rpc's).
+  """
   import grpc  # noqa: F401  (the connection module needs it)
   m = _modules(package)
   kwargs = {"zero_copy": True} if zero_copy else {}
@@ -176,6 +180,8 @@ def run_client(package, address, zero_copy=False, steps=STEPS):
       timestep = env.reset() if timestep.last() else env.step(action_for(i))
     env.close()
     conn.send(m["dm_env_rpc_pb2"].DestroyWorldRequest(world_name=world))
+    if transports is not None:
+      transports.append(getattr(conn, "transport", None))
   finally:
     conn.close()
   return records

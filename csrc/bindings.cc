@@ -478,24 +478,60 @@ py::object make_view(Input& input, const TensorParse& t, const std::vector<npy_i
   return arr;
 }
 
+[[noreturn]] void throw_changed() {
+  throw py::value_error("the buffer changed while it was being decoded");
+}
+
+// Fills cap elements of out from the payload, without the GIL for big ones.
+// Fewer elements than asked means the bytes changed since they were counted
+// (another process writing shared memory): the result would be partly
+// unwritten, so that is an error.
 void fill_maybe_nogil(const uint8_t* data, const TensorParse& t, void* out, uint64_t cap) {
+  uint64_t written;
   if (t.run_bytes > kReleaseGil) {
     py::gil_scoped_release nogil;
-    dmrf::fill_elements(data, t, out, cap);
+    written = dmrf::fill_elements(data, t, out, cap);
   } else {
-    dmrf::fill_elements(data, t, out, cap);
+    written = dmrf::fill_elements(data, t, out, cap);
+  }
+  if (written != cap) throw_changed();
+}
+
+// The one element of a scalar or broadcast payload.
+void first_element(const uint8_t* data, const TensorParse& t, unsigned char (&elem)[8]) {
+  if (dmrf::fill_elements(data, t, elem, 1) != 1) throw_changed();
+}
+
+// Repeats the element w bytes wide over n elements at out.
+void broadcast_fill(unsigned char* out, size_t n, size_t w, const unsigned char* elem) {
+  auto fill = [&] {
+    if (w == 1) {
+      std::memset(out, elem[0], n);
+    } else {
+      for (size_t i = 0; i < n; ++i) std::memcpy(out + i * w, elem, w);
+    }
+  };
+  if (n * w > kReleaseGil) {
+    py::gil_scoped_release nogil;
+    fill();
+  } else {
+    fill();
   }
 }
 
-// A numeric Tensor's value by dm_env_rpc's rules (see the backend docstrings).
-py::object materialise(Input& input, const TensorParse& t, bool zero_copy) {
+// The shape plan of a numeric Tensor (the errors of dm_env_rpc's rules).
+dmrf::ShapePlan plan_numeric(const TensorParse& t) {
   if (t.kind == dmrf::kNone) throw py::type_error("Tensor has no payload: cannot tell its dtype");
-  const dmrf::ShapePlan plan =
-      dmrf::plan_shape(t.count, t.shape, dmrf::element_size(t.kind), g_max_broadcast_bytes);
+  return dmrf::plan_shape(t.count, t.shape, dmrf::element_size(t.kind), g_max_broadcast_bytes);
+}
+
+// A numeric Tensor's value by dm_env_rpc's rules (see the backend docstrings).
+py::object materialise(Input& input, const TensorParse& t, const dmrf::ShapePlan& plan,
+                       bool zero_copy) {
   const int typenum = typenum_of(t.kind);
   if (plan.mode != dmrf::ShapePlan::kReshape) {
     alignas(8) unsigned char elem[8] = {};
-    dmrf::fill_elements(input.data(), t, elem, 1);
+    first_element(input.data(), t, elem);
     PyArray_Descr* descr = PyArray_DescrFromType(typenum);
     if (!descr) throw py::error_already_set();
     if (plan.mode == dmrf::ShapePlan::kScalar) {
@@ -508,22 +544,8 @@ py::object materialise(Input& input, const TensorParse& t, bool zero_copy) {
     py::object arr = steal_or_throw(
         PyArray_SimpleNew(static_cast<int>(dims.size()), const_cast<npy_intp*>(dims.data()), typenum));
     auto* a = reinterpret_cast<PyArrayObject*>(arr.ptr());
-    const size_t n = static_cast<size_t>(PyArray_SIZE(a));
-    const size_t w = dmrf::element_size(t.kind);
-    auto* out = static_cast<unsigned char*>(PyArray_DATA(a));
-    auto fill = [&] {
-      if (w == 1) {
-        std::memset(out, elem[0], n);
-      } else {
-        for (size_t i = 0; i < n; ++i) std::memcpy(out + i * w, elem, w);
-      }
-    };
-    if (n * w > kReleaseGil) {
-      py::gil_scoped_release nogil;
-      fill();
-    } else {
-      fill();
-    }
+    broadcast_fill(static_cast<unsigned char*>(PyArray_DATA(a)), static_cast<size_t>(PyArray_SIZE(a)),
+                   dmrf::element_size(t.kind), elem);
     return arr;
   }
   const std::vector<npy_intp> dims = npy_dims(plan.dims);
@@ -538,6 +560,98 @@ py::object materialise(Input& input, const TensorParse& t, bool zero_copy) {
   fill_maybe_nogil(input.data(), t, PyArray_DATA(a), static_cast<uint64_t>(PyArray_SIZE(a)));
   if (zero_copy && fixed) PyArray_CLEARFLAGS(a, NPY_ARRAY_WRITEABLE);
   return arr;
+}
+
+// ---------------------------------------------------------------------------
+// Decoding into the caller's arrays (out=).
+
+// _common.check_out and _common.store_decoded, registered by _native_backend.
+struct OutHelpers {
+  PyObject* check_out = nullptr;      // (uid | None, kind, shape, target, wire) -> raises
+  PyObject* store_decoded = nullptr;  // (uid | None, value, target, wire, write) -> target
+};
+OutHelpers g_out;
+
+// Whether `target` can take the payload: exactly _common.check_out's rules
+// (which say what is wrong: it is called when this says no).
+bool target_fits(PyObject* target, int kind, const std::vector<int64_t>& dims, const Input& input) {
+  if (kind < dmrf::kFloat || kind > dmrf::kBool || !PyArray_Check(target)) return false;
+  auto* a = reinterpret_cast<PyArrayObject*>(target);
+  PyArray_Descr* want = PyArray_DescrFromType(typenum_of(kind));
+  if (!want) throw py::error_already_set();
+  const bool same_type = PyArray_EquivTypes(PyArray_DESCR(a), want);
+  Py_DECREF(want);
+  if (!same_type || PyArray_NDIM(a) != static_cast<int>(dims.size())) return false;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (PyArray_DIM(a, static_cast<int>(i)) != dims[i]) return false;
+  }
+  if (!PyArray_ISWRITEABLE(a) || !PyArray_IS_C_CONTIGUOUS(a)) return false;
+  // np.may_share_memory(target, wire): the byte ranges overlap.
+  const auto* begin = static_cast<const uint8_t*>(PyArray_DATA(a));
+  const size_t nbytes = static_cast<size_t>(PyArray_NBYTES(a));
+  if (nbytes && input.size() && begin < input.data() + input.size() &&
+      input.data() < begin + nbytes) {
+    return false;
+  }
+  return true;
+}
+
+// Raises _common.check_out's error for a target that does not fit.
+[[noreturn]] void reject_target(py::handle uid, int kind, const std::vector<int64_t>& dims,
+                                PyObject* target, const Input& input) {
+  py::tuple shape(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) shape[i] = py::int_(dims[i]);
+  PyObject* r = PyObject_CallFunctionObjArgs(need_fallback(g_out.check_out), uid.ptr(),
+                                             py::int_(kind).ptr(), shape.ptr(), target,
+                                             input.object().ptr(), nullptr);
+  if (!r) throw py::error_already_set();
+  Py_DECREF(r);
+  throw std::logic_error("dm_env_rpc_fast._native: an out= target was refused but check_out passed it");
+}
+
+// The decoded shape of a plan (a scalar: 0-d).
+const std::vector<int64_t>& plan_dims(const dmrf::ShapePlan& plan) {
+  static const std::vector<int64_t> kScalarDims;
+  return plan.mode == dmrf::ShapePlan::kScalar ? kScalarDims : plan.dims;
+}
+
+void check_target(py::handle uid, const TensorParse& t, const dmrf::ShapePlan& plan,
+                  PyObject* target, const Input& input) {
+  const std::vector<int64_t>& dims = plan_dims(plan);
+  if (!target_fits(target, t.kind, dims, input)) reject_target(uid, t.kind, dims, target, input);
+}
+
+// Writes a numeric payload into a target that check_target accepted.
+void write_target(Input& input, const TensorParse& t, const dmrf::ShapePlan& plan,
+                  PyObject* target) {
+  auto* a = reinterpret_cast<PyArrayObject*>(target);
+  auto* out = static_cast<unsigned char*>(PyArray_DATA(a));
+  const size_t n = static_cast<size_t>(PyArray_SIZE(a));
+  if (plan.mode == dmrf::ShapePlan::kReshape) {
+    fill_maybe_nogil(input.data(), t, out, n);
+    return;
+  }
+  alignas(8) unsigned char elem[8] = {};
+  first_element(input.data(), t, elem);
+  broadcast_fill(out, n, dmrf::element_size(t.kind), elem);
+}
+
+// A string/proto (or protobuf-decoded) value into its target: check only, or write.
+py::object store_decoded(py::handle uid, py::handle value, PyObject* target, const Input& input,
+                         bool write) {
+  return steal_or_throw(PyObject_CallFunctionObjArgs(
+      need_fallback(g_out.store_decoded), uid.ptr(), value.ptr(), target, input.object().ptr(),
+      write ? Py_True : Py_False, nullptr));
+}
+
+// out[key] of a dict (None when absent or None), as a new reference.
+py::object lookup_target(py::handle out, py::handle key) {
+  PyObject* found = PyDict_GetItemWithError(out.ptr(), key.ptr());
+  if (!found) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    return py::none();
+  }
+  return py::reinterpret_borrow<py::object>(found);
 }
 
 py::object decode_object(Input& input, const std::vector<Span>& spans) {
@@ -560,7 +674,8 @@ void maybe_nogil(size_t bytes, F f) {
   }
 }
 
-py::object decode_tensor(py::handle buf, bool zero_copy) {
+// `out`: None, or an array to decode into (the backend checked nothing yet).
+py::object decode_tensor(py::handle buf, bool zero_copy, py::handle out) {
   Input input(buf);
   TensorParse t;
   maybe_nogil(input.size(), [&] {
@@ -569,15 +684,23 @@ py::object decode_tensor(py::handle buf, bool zero_copy) {
   if (t.has_object) {
     py::list spans;
     spans.append(buf);
-    return steal_or_throw(
+    py::object value = steal_or_throw(
         PyObject_CallOneArg(need_fallback(g_fallbacks.decode_object_tensor), spans.ptr()));
+    if (out.is_none()) return value;
+    return store_decoded(py::none(), value, out.ptr(), input, true);
   }
-  return materialise(input, t, zero_copy);
+  const dmrf::ShapePlan plan = plan_numeric(t);
+  if (out.is_none()) return materialise(input, t, plan, zero_copy);
+  check_target(py::none(), t, plan, out.ptr(), input);
+  write_target(input, t, plan, out.ptr());
+  return py::reinterpret_borrow<py::object>(out);
 }
 
 // Shared by both directions: the step payload as {uid: value}, or the
-// payload number when the caller must go through protobuf.
-py::object decode_step(py::handle buf, bool zero_copy, bool validated, bool response) {
+// payload number when the caller must go through protobuf.  `out`: None, or
+// a dict {uid: array or None} (response only).
+py::object decode_step(py::handle buf, bool zero_copy, bool validated, bool response,
+                       py::handle out = py::none()) {
   Input input(buf);
   dmrf::StepParse p;
   maybe_nogil(input.size(),
@@ -586,10 +709,46 @@ py::object decode_step(py::handle buf, bool zero_copy, bool validated, bool resp
     return py::int_(p.payload);
   }
   py::dict values;
-  for (const dmrf::StepEntry& e : p.entries) {
-    py::object key = steal_or_throw(PyLong_FromUnsignedLongLong(e.key));
-    values[key] = e.tensor.has_object ? decode_object(input, e.spans)
-                                      : materialise(input, e.tensor, zero_copy);
+  if (out.is_none()) {
+    for (const dmrf::StepEntry& e : p.entries) {
+      py::object key = steal_or_throw(PyLong_FromUnsignedLongLong(e.key));
+      values[key] = e.tensor.has_object ? decode_object(input, e.spans)
+                                        : materialise(input, e.tensor, plan_numeric(e.tensor),
+                                                      zero_copy);
+    }
+  } else {
+    // Everything that can fail is checked before any target is written:
+    // every entry's shape rules and object payload in order, and each
+    // target against its entry.  (Only bytes changing underfoot can still
+    // fail after the first write.)
+    const size_t n = p.entries.size();
+    std::vector<py::object> keys(n), targets(n), objects(n);
+    std::vector<dmrf::ShapePlan> plans(n);
+    for (size_t i = 0; i < n; ++i) {
+      const dmrf::StepEntry& e = p.entries[i];
+      keys[i] = steal_or_throw(PyLong_FromUnsignedLongLong(e.key));
+      targets[i] = lookup_target(out, keys[i]);
+      const bool has_target = !targets[i].is_none();
+      if (e.tensor.has_object) {
+        objects[i] = decode_object(input, e.spans);
+        if (has_target) store_decoded(keys[i], objects[i], targets[i].ptr(), input, false);
+      } else {
+        plans[i] = plan_numeric(e.tensor);
+        if (has_target) check_target(keys[i], e.tensor, plans[i], targets[i].ptr(), input);
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const dmrf::StepEntry& e = p.entries[i];
+      if (targets[i].is_none()) {
+        values[keys[i]] = e.tensor.has_object ? objects[i]
+                                              : materialise(input, e.tensor, plans[i], zero_copy);
+      } else if (e.tensor.has_object) {
+        values[keys[i]] = store_decoded(keys[i], objects[i], targets[i].ptr(), input, true);
+      } else {
+        write_target(input, e.tensor, plans[i], targets[i].ptr());
+        values[keys[i]] = targets[i];
+      }
+    }
   }
   if (response) return py::make_tuple(p.state, values);
   py::list requested(p.requested.size());
@@ -640,9 +799,16 @@ PYBIND11_MODULE(_native, m) {
   m.attr("DEFAULT_MAX_BROADCAST_BYTES") = py::int_(dmrf::kDefaultMaxBroadcastBytes);
   m.def("encode_tensor_fast", &encode_tensor_fast, py::arg("value"));
   m.def("encode_prepared", &encode_prepared, py::arg("kind"), py::arg("array"), py::arg("shape"));
-  m.def("decode_tensor", [](py::handle buf, py::handle zero_copy) {
-    return decode_tensor(buf, truthy(zero_copy));
-  }, py::arg("buf"), py::arg("zero_copy"));
+  m.def("set_out_helpers", [](py::object check_out, py::object store_decoded) {
+    // Leaked on purpose, as the fallbacks.
+    Py_XDECREF(g_out.check_out);
+    Py_XDECREF(g_out.store_decoded);
+    g_out.check_out = check_out.release().ptr();
+    g_out.store_decoded = store_decoded.release().ptr();
+  }, py::arg("check_out"), py::arg("store_decoded"));
+  m.def("decode_tensor", [](py::handle buf, py::handle zero_copy, py::handle out) {
+    return decode_tensor(buf, truthy(zero_copy), out);
+  }, py::arg("buf"), py::arg("zero_copy"), py::arg("out") = py::none());
   m.def("encode_step_request", [](py::handle actions, py::handle requested) {
     return encode_step(actions, requested, 0, false);
   }, py::arg("actions"), py::arg("requested"));
@@ -654,7 +820,9 @@ PYBIND11_MODULE(_native, m) {
   m.def("decode_step_request", [](py::handle buf, py::handle zero_copy, bool validated) {
     return decode_step(buf, truthy(zero_copy), validated, false);
   }, py::arg("buf"), py::arg("zero_copy"), py::arg("validated"));
-  m.def("decode_step_response", [](py::handle buf, py::handle zero_copy, bool validated) {
-    return decode_step(buf, truthy(zero_copy), validated, true);
-  }, py::arg("buf"), py::arg("zero_copy"), py::arg("validated"));
+  m.def("decode_step_response",
+        [](py::handle buf, py::handle zero_copy, bool validated, py::handle out) {
+    if (!out.is_none() && !PyDict_Check(out.ptr())) throw py::type_error("out must be a dict or None");
+    return decode_step(buf, truthy(zero_copy), validated, true, out);
+  }, py::arg("buf"), py::arg("zero_copy"), py::arg("validated"), py::arg("out") = py::none());
 }

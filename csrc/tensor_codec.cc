@@ -272,18 +272,26 @@ std::string broadcast_error(const std::vector<int32_t>& shape, uint64_t limit) {
          " bytes (the codec's MAX_BROADCAST_BYTES limit)";
 }
 
+// (Stores go through memcpy: `out` may be a caller's array at any alignment.)
 template <class T, class Convert>
-void fill_varints(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap,
-                  Convert convert) {
-  T* dst = static_cast<T*>(out);
+uint64_t fill_varints(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap,
+                      Convert convert) {
+  auto* dst = static_cast<uint8_t*>(out);
+  const uint64_t start = cap;
   for (const Span& s : t.runs) {
     cap -= decode_varints<(sizeof(T) > 4)>(base + s.off, base + s.off + s.len, cap,
-                                           [&](uint64_t v) { *dst++ = convert(v); });
+                                           [&](uint64_t v) {
+                                             const T x = convert(v);
+                                             std::memcpy(dst, &x, sizeof(T));
+                                             dst += sizeof(T);
+                                           });
   }
+  return start - cap;
 }
 
-void fill_bools(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap) {
+uint64_t fill_bools(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap) {
   auto* dst = static_cast<uint8_t*>(out);
+  const uint64_t start = cap;
   for (const Span& s : t.runs) {
     const uint8_t* p = base + s.off;
     uint8_t any_high = 0;
@@ -298,6 +306,7 @@ void fill_bools(const uint8_t* base, const TensorParse& t, void* out, uint64_t c
       cap -= decode_varints<true>(p, p + s.len, cap, [&](uint64_t v) { *dst++ = v != 0; });
     }
   }
+  return start - cap;
 }
 
 }  // namespace
@@ -531,35 +540,37 @@ ShapePlan plan_shape(uint64_t count, const std::vector<int32_t>& shape, size_t e
   return plan;
 }
 
-void fill_elements(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap) {
+uint64_t fill_elements(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap) {
   switch (t.kind) {
     case kInt32:
-      fill_varints<int32_t>(base, t, out, cap, [](uint64_t v) {
+      return fill_varints<int32_t>(base, t, out, cap, [](uint64_t v) {
         return static_cast<int32_t>(static_cast<uint32_t>(v));
       });
-      return;
     case kInt64:
-      fill_varints<int64_t>(base, t, out, cap, [](uint64_t v) { return static_cast<int64_t>(v); });
-      return;
+      return fill_varints<int64_t>(base, t, out, cap,
+                                   [](uint64_t v) { return static_cast<int64_t>(v); });
     case kUint32:
-      fill_varints<uint32_t>(base, t, out, cap,
-                             [](uint64_t v) { return static_cast<uint32_t>(v); });
-      return;
+      return fill_varints<uint32_t>(base, t, out, cap,
+                                    [](uint64_t v) { return static_cast<uint32_t>(v); });
     case kUint64:
-      fill_varints<uint64_t>(base, t, out, cap, [](uint64_t v) { return v; });
-      return;
+      return fill_varints<uint64_t>(base, t, out, cap, [](uint64_t v) { return v; });
     case kBool:
-      fill_bools(base, t, out, cap);
-      return;
+      return fill_bools(base, t, out, cap);
     default: {
+      // Fixed width: the runs' lengths were fixed by the parse (they live in
+      // t, not in the buffer), so this copies exactly min(count, cap) elements.
+      const size_t w = element_size(t.kind);
+      if (!w) return 0;
       auto* dst = static_cast<uint8_t*>(out);
-      size_t room = static_cast<size_t>(cap) * element_size(t.kind);
+      const size_t room0 = static_cast<size_t>(cap) * w;
+      size_t room = room0;
       for (const Span& s : t.runs) {
         const size_t n = s.len < room ? s.len : room;
         bulk_copy(dst, base + s.off, n);
         dst += n;
         room -= n;
       }
+      return (room0 - room) / w;
     }
   }
 }

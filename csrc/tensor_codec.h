@@ -94,9 +94,13 @@ constexpr uint64_t kDefaultMaxBroadcastBytes = uint64_t{1} << 28;
 ShapePlan plan_shape(uint64_t count, const std::vector<int32_t>& shape, size_t elem_size,
                      uint64_t max_broadcast_bytes = kDefaultMaxBroadcastBytes);
 
-// Writes the payload's elements into out (element_size(kind) bytes each):
-// t.count of them, never more than cap.
-void fill_elements(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap);
+// Writes the payload's elements into out (element_size(kind) bytes each, at
+// any alignment): t.count of them, never more than cap.  Returns how many it
+// wrote: t.count (if t.count <= cap) unless the bytes of `base` changed since
+// parse_tensor counted them (shared memory written by another process), when
+// it can be fewer; the caller then treats the result as undefined.  Reads stay
+// inside t.runs and writes inside cap elements whatever the bytes say.
+uint64_t fill_elements(const uint8_t* base, const TensorParse& t, void* out, uint64_t cap);
 
 }  // namespace dmrf
 

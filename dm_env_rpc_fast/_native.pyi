@@ -22,8 +22,14 @@ def encode_tensor_fast(value: Any) -> Optional[bytes]:
 def encode_prepared(kind: int, array: np.ndarray, shape: Sequence[int]) -> bytes:
   """Tensor bytes for the (kind, array, shape) of _common.prepare (numeric kinds only)."""
 
-def decode_tensor(buf: Any, zero_copy: bool) -> Any:
-  """The value of a Tensor message (see _native_backend.decode_tensor)."""
+def set_out_helpers(
+    check_out: Callable[[Optional[int], int, Tuple[int, ...], Any, Any], None],
+    store_decoded: Callable[[Optional[int], Any, Any, Any, bool], Any],
+) -> None:
+  """Registers _common.check_out / store_decoded (wording of out= refusals, protobuf-decoded values)."""
+
+def decode_tensor(buf: Any, zero_copy: bool, out: Optional[np.ndarray] = None) -> Any:
+  """The value of a Tensor message, or `out` filled with it (see _native_backend.decode_tensor)."""
 
 def encode_step_request(actions: Mapping[int, Any], requested: Sequence[int]) -> bytes: ...
 def encode_step_response(state: int, observations: Mapping[int, Any]) -> bytes: ...
@@ -35,5 +41,10 @@ def decode_step_request(
   """(actions, requested), or the envelope's payload number when protobuf must look first."""
 
 def decode_step_response(
-    buf: Any, zero_copy: bool, validated: bool) -> Union[Tuple[int, Dict[int, Any]], int]:
-  """(state, observations), or the envelope's payload number when protobuf must look first."""
+    buf: Any, zero_copy: bool, validated: bool,
+    out: Optional[Dict[int, Optional[np.ndarray]]] = None,
+) -> Union[Tuple[int, Dict[int, Any]], int]:
+  """(state, observations), or the envelope's payload number when protobuf must look first.
+
+  `out` (a dict or None): observations whose uid maps to an array are decoded into it.
+  """

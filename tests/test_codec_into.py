@@ -171,3 +171,247 @@ def test_into_backends_agree(both_backends):
     assert got_native == got_pure, (out, state, observations)
     if isinstance(out, bytearray):
       assert out == copy
+
+
+# ---------------------------------------------------------------------------
+# decode_tensor(out=...) / decode_step_response(out=...)
+
+from hypothesis.extra import numpy as hnp  # noqa: E402
+from test_backends_agree import assert_same_value  # noqa: E402
+from test_tensor_encode import NUMERIC  # noqa: E402
+
+
+def _sentinel_like(value, rows=2, row=1):
+  """A row of a (rows, ...) batch filled with a sentinel, shaped to take `value`."""
+  value = np.asarray(value)
+  batch = np.empty((rows,) + value.shape, value.dtype)
+  batch.view(np.uint8)[...] = SENTINEL
+  return batch, batch[row, ...]  # (a 0-d view for a scalar, not a numpy scalar)
+
+
+def _assert_into_equals(value, target, result):
+  assert result is target
+  expected = np.asarray(value)
+  assert target.dtype == expected.dtype and target.shape == expected.shape
+  assert target.tobytes() == expected.tobytes()  # bit-exact, NaNs included
+
+
+@given(value=hnp.arrays(st.sampled_from(NUMERIC), hnp.array_shapes(min_dims=0, max_dims=3)),
+       zero_copy=st.booleans(), compress=st.booleans())
+def test_decode_tensor_into_equals_decode(codec, value, zero_copy, compress):
+  buf = codec.encode_tensor(value, try_compress=compress)
+  plain = codec.decode_tensor(buf, zero_copy=zero_copy)
+  batch, target = _sentinel_like(plain)
+  result = codec.decode_tensor(buf, zero_copy=zero_copy, out=target)
+  _assert_into_equals(plain, target, result)
+  assert (np.frombuffer(batch[0, ...].tobytes(), np.uint8) == SENTINEL).all(), "wrote outside the row"
+
+
+@given(observations=observation_sets(), state=STATES, data=st.data())
+def test_decode_step_response_into_equals_decode(codec, observations, state, data):
+  try:
+    buf = codec.encode_step_response(state, observations)
+  except (TypeError, ValueError):
+    return
+  zero_copy = data.draw(st.booleans())
+  plain = outcome(lambda: codec.decode_step_response(buf, zero_copy=zero_copy))
+  if plain[0] == "raises":  # (e.g. an empty Tensor): the same error, whatever out holds
+    assert outcome(lambda: codec.decode_step_response(buf, out={1: np.zeros(1)})) == plain
+    return
+  plain_state, plain = plain[1]
+  numeric = sorted(uid for uid, v in plain.items()
+                   if isinstance(v, (np.ndarray, np.generic)) and np.asarray(v).dtype.kind not in "UO")
+  chosen = data.draw(st.lists(st.sampled_from(numeric), unique=True) if numeric else st.just([]))
+  batches, out = {}, {}
+  for uid in chosen:
+    batches[uid], out[uid] = _sentinel_like(plain[uid], rows=3, row=data.draw(st.integers(0, 2)))
+  absent = np.full(4, 7.0)
+  out[2**64 + 5] = None  # (None counts as absent; so does a uid the response lacks)
+  got_state, got = codec.decode_step_response(buf, zero_copy=zero_copy,
+                                              out={**out, 12345678901: absent})
+  assert got_state == plain_state
+  assert sorted(got) == sorted(plain)
+  for uid in chosen:
+    _assert_into_equals(plain[uid], out[uid], got[uid])
+  for uid in set(plain) - set(chosen):
+    assert_same_value(got[uid], plain[uid], None, f"[{uid}]")
+  assert (absent == 7.0).all()
+
+
+def _batch_case():
+  image = np.arange(84 * 84 * 3, dtype=np.float32).reshape(84, 84, 3)
+  return {1: image, 2: np.float64(0.5), 3: np.arange(5, dtype=np.int32) - 2,
+          4: np.frombuffer(b"abcdef", np.uint8), 5: np.zeros((2, 0), np.int64), 6: True,
+          7: np.array(["s"])}
+
+
+def test_batched_client_pattern(codec):
+  """N responses decoded into rows of (N, ...) batches; int8/uint8 copied, not viewed."""
+  n = 4
+  images = np.zeros((n, 84, 84, 3), np.float32)
+  rewards = np.zeros(n, np.float64)
+  ints = np.zeros((n, 5), np.int32)
+  raw = np.zeros((n, 6), np.uint8)
+  for i in range(n):
+    obs = _batch_case()
+    obs[1] = obs[1] + i
+    obs[2] = np.float64(i)
+    buf = bytearray(codec.encode_step_response(1, obs))
+    out = {1: images[i], 2: rewards[i:i + 1].reshape(()), 3: ints[i], 4: raw[i]}
+    _, got = codec.decode_step_response(buf, out=out)
+    assert all(got[uid] is target for uid, target in out.items())
+    assert got[7] == np.array(["s"])
+    buf[:] = b"\0" * len(buf)  # the targets are copies, not views of buf
+  for i in range(n):
+    assert (images[i] == _batch_case()[1] + i).all()
+  assert list(rewards) == [0.0, 1.0, 2.0, 3.0]
+  assert (ints == np.arange(5) - 2).all() and (raw == np.frombuffer(b"abcdef", np.uint8)).all()
+
+
+@pytest.mark.parametrize("value", [
+    np.arange(300 * 300, dtype=np.float64).reshape(300, 300),
+    np.arange(70000, dtype=np.int32) * 1000 - 5,
+    np.arange(70000, dtype=np.uint64) << np.uint64(40),
+    (np.arange(100000) % 3 == 0),
+    np.arange(100000, dtype=np.uint8)], ids=lambda v: f"{v.dtype}{v.shape}")
+def test_into_large_and_unaligned(codec, value):
+  """Above the GIL-release threshold, into an aligned and an unaligned target."""
+  buf = codec.encode_tensor(value)
+  aligned = np.empty_like(value)
+  assert codec.decode_tensor(buf, out=aligned) is aligned
+  assert aligned.tobytes() == value.tobytes()
+  raw = bytearray(value.nbytes + 1)
+  unaligned = np.frombuffer(raw, value.dtype, value.size, 1).reshape(value.shape)
+  assert codec.decode_tensor(memoryview(buf), out=unaligned) is unaligned
+  assert unaligned.tobytes() == value.tobytes()
+
+
+def test_broadcast_and_scalars_into(codec):
+  one = codec.encode_tensor(np.float32(2.5))
+  target = np.zeros((), np.float32)
+  assert codec.decode_tensor(one, out=target) is target and target[()] == 2.5
+  filled = pb.Tensor(floats=pb.Tensor.FloatArray(array=[3.0]), shape=[4, -1, 2]).SerializeToString()
+  target = np.zeros((4, 1, 2), np.float32)
+  assert codec.decode_tensor(filled, out=target) is target and (target == 3.0).all()
+  inferred = pb.Tensor(int64s=pb.Tensor.Int64Array(array=range(6)), shape=[-1, 3]).SerializeToString()
+  target = np.zeros((2, 3), np.int64)
+  assert (codec.decode_tensor(inferred, out=target) == np.arange(6).reshape(2, 3)).all()
+  split = (pb.Tensor(floats=pb.Tensor.FloatArray(array=[1, 2]), shape=[3]).SerializeToString() +
+           pb.Tensor(floats=pb.Tensor.FloatArray(array=[3])).SerializeToString())
+  target = np.zeros(3, np.float32)
+  assert list(codec.decode_tensor(split, out=target)) == [1, 2, 3]
+
+
+def _two_float_response():
+  return {2: np.arange(6, dtype=np.float32).reshape(2, 3), 1: np.arange(4, dtype=np.float32)}
+
+
+def _mismatches():
+  """(name, out for decode_step_response of _two_float_response, error type, text)."""
+  overlap_buf = bytearray(4096)
+  good2 = np.zeros((2, 3), np.float32)
+  readonly = np.zeros(4, np.float32)
+  readonly.flags.writeable = False
+  return [
+      ("dtype", {1: np.zeros(4, np.float64)}, ValueError,
+       "out[1] (observation 1) is float64 (4,) but the payload decodes to float32 (4,)"),
+      ("shape", {2: np.zeros((3, 2), np.float32)}, ValueError,
+       "out[2] (observation 2) is float32 (3, 2) but the payload decodes to float32 (2, 3)"),
+      ("byte_order", {1: np.zeros(4, ">f4")}, ValueError,
+       "out[1] (observation 1) is >f4 (4,) but the payload decodes to float32 (4,)"),
+      ("scalar_target", {1: np.zeros((), np.float32)}, ValueError,
+       "out[1] (observation 1) is float32 () but the payload decodes to float32 (4,)"),
+      ("readonly", {1: readonly}, ValueError, "out[1] (observation 1) is read-only"),
+      ("strided", {1: np.zeros(8, np.float32)[::2]}, ValueError,
+       "out[1] (observation 1) is not C-contiguous"),
+      ("list", {1: [0.0] * 4}, TypeError,
+       "out[1] (observation 1) must be a numpy ndarray, not list"),
+      ("not_a_mapping", [np.zeros(4, np.float32)], TypeError,
+       "out must be a mapping {uid: array}, not list"),
+      # A good target for the entry written first, a bad one for the second:
+      ("second_bad", {2: good2, 1: np.zeros(5, np.float32)}, ValueError,
+       "out[1] (observation 1) is float32 (5,) but the payload decodes to float32 (4,)"),
+      ("overlap", {1: np.frombuffer(overlap_buf, np.float32, 4, 8)}, ValueError,
+       "out[1] (observation 1) overlaps the buffer being decoded"),
+  ], overlap_buf
+
+
+@pytest.mark.parametrize("case", range(10))
+def test_into_mismatch_writes_nothing(codec, case):
+  cases, overlap_buf = _mismatches()
+  name, out, error, text = cases[case]
+  wire = codec.encode_step_response(1, _two_float_response())
+  buf = wire
+  if name == "overlap":
+    overlap_buf[-len(wire):] = wire
+    buf = memoryview(overlap_buf)[-len(wire):]
+    out = {1: np.frombuffer(overlap_buf, np.float32, 4, len(overlap_buf) - len(wire) + 4)}
+  targets = out if isinstance(out, dict) else dict(enumerate(out))
+  before = {uid: np.array(t, copy=True) for uid, t in targets.items() if isinstance(t, np.ndarray)}
+  with pytest.raises(error) as raised:
+    codec.decode_step_response(buf, out=out)
+  assert str(raised.value) == text
+  for uid, copy in before.items():
+    assert targets[uid].tobytes() == copy.tobytes(), f"{name}: out[{uid}] was written"
+
+
+def test_into_errors_before_writing(codec):
+  """Another observation's shape error or missing payload: no target written."""
+  good = np.zeros(4, np.float32)
+  for bad in (pb.Tensor(floats=pb.Tensor.FloatArray(array=[1, 2, 3]), shape=[2, 2]), pb.Tensor()):
+    response = pb.EnvironmentResponse(step=pb.StepResponse(state=1))
+    response.step.observations[1].CopyFrom(
+        pb.Tensor(floats=pb.Tensor.FloatArray(array=[1, 2, 3, 4])))
+    response.step.observations[9].CopyFrom(bad)
+    buf = response.SerializeToString(deterministic=True)  # 9 first, then 1
+    with pytest.raises((ValueError, TypeError)):
+      codec.decode_step_response(buf, out={1: good})
+    with pytest.raises((ValueError, TypeError)):
+      codec.decode_step_response(buf[::-1][::-1], out={1: good})
+    assert not good.any()
+
+
+def test_decode_tensor_into_errors(codec):
+  buf = codec.encode_tensor(np.arange(4, dtype=np.int32))
+  with pytest.raises(ValueError, match=r"^out is int64 \(4,\) but the payload decodes to int32 \(4,\)$"):
+    codec.decode_tensor(buf, out=np.zeros(4, np.int64))
+  with pytest.raises(TypeError, match=r"^out must be a numpy ndarray, not dict$"):
+    codec.decode_tensor(buf, out={})
+  strings = codec.encode_tensor(np.array(["a", "b"]))
+  with pytest.raises(ValueError, match=r"^out: a strings payload cannot be decoded"):
+    codec.decode_tensor(strings, out=np.zeros(2, np.float32))
+  with pytest.raises(TypeError, match="no payload"):
+    codec.decode_tensor(b"", out=np.zeros(2, np.float32))
+
+
+def test_into_with_object_field_overridden(codec):
+  """A numeric payload after a string one: protobuf decodes it, then it is copied."""
+  buf = (pb.Tensor(strings=pb.Tensor.StringArray(array=["x"])).SerializeToString() +
+         pb.Tensor(int32s=pb.Tensor.Int32Array(array=[5, -6]), shape=[2]).SerializeToString())
+  target = np.zeros(2, np.int32)
+  assert codec.decode_tensor(buf, out=target) is target and list(target) == [5, -6]
+  with pytest.raises(ValueError, match="is int64"):
+    codec.decode_tensor(buf, out=np.zeros(2, np.int64))
+
+
+def test_into_backends_agree_on_errors(both_backends):
+  native, pure = both_backends
+  wire = native.encode_step_response(1, {**_two_float_response(), 3: np.array(["a"])})
+  cases = [out for _, out, _, _ in _mismatches()[0][:-1]]
+  cases += [{3: np.zeros(1, np.float32)}, {3: np.zeros(1, object)}, {1: None, 7: 3},
+            {1: np.zeros(4, np.float32)}]
+  for out in cases:
+    got = [outcome(lambda: m.decode_step_response(wire, out=out)) for m in (native, pure)]
+    assert got[0][0] == got[1][0], (out, got)
+    if got[0][0] == "raises":
+      assert got[0] == got[1], (out, got)
+  bufs = [native.encode_tensor(v) for v in (np.float32(1), np.arange(3), np.array(["a"]),
+                                            np.zeros((2, 2), np.uint8))]
+  targets = [np.zeros(()), np.zeros((), np.float32), np.zeros(3, np.int64), np.zeros(3),
+             np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.int8), "x", None]
+  for buf in bufs:
+    for target in targets:
+      got = [outcome(lambda: m.decode_tensor(buf, out=target)) for m in (native, pure)]
+      assert got[0][0] == got[1][0], (buf, target, got)
+      if got[0][0] == "raises":
+        assert got[0] == got[1], (buf, target, got)

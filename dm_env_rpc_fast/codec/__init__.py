@@ -12,7 +12,7 @@ directly.
 
 Functions:
   encode_tensor(value, dtype=None, try_compress=False) -> bytes
-  decode_tensor(buf, *, zero_copy=False) -> numpy array or scalar
+  decode_tensor(buf, *, zero_copy=False, out=None) -> numpy array or scalar
   encode_step_request(actions, requested) -> bytes      (an EnvironmentRequest)
   decode_step_request(buf, *, zero_copy=False) -> (actions, requested)
   encode_step_response(state, observations) -> bytes    (an EnvironmentResponse)
@@ -20,7 +20,22 @@ Functions:
       the same bytes written into a caller's writable buffer (e.g. shared
       memory): returns their size n and writes out[0:n] only if n <= len(out),
       else writes nothing (grow the buffer and call again)
-  decode_step_response(buf, *, zero_copy=False) -> (state, observations)
+  decode_step_response(buf, *, zero_copy=False, out=None) -> (state, observations)
+
+Decoding into preallocated arrays (``out=``): ``decode_tensor`` takes an array,
+``decode_step_response`` a mapping {uid: array}; each tensor whose target is
+given is written into it (typically ``batch[i]``, a row of an (N, ...) array)
+and the target itself is returned in its place.  A target must be a writable,
+C-contiguous ndarray of exactly the payload's dtype and decoded shape (0-d for
+a scalar) that does not overlap ``buf``; anything else is a ValueError naming
+the uid, expected and actual dtype and shape (TypeError if it is not an
+ndarray), raised before any target is written.  String and proto payloads
+cannot go into a target.  uids the response lacks leave their arrays untouched.
+
+The native decoders may read from memory that another process writes at the
+same time (shared memory): they then raise ValueError or return wrong values,
+but never read or write out of bounds.  The pure backend assumes ``buf`` does
+not change during a call (copy the bytes out first).
 
 See each backend's docstrings (they are the same) for units and ownership.
 

@@ -7,6 +7,7 @@ payloads, which always go through protobuf.  Keeping these in one place is
 what keeps the two backends' behaviour identical.
 """
 
+import collections.abc
 import numbers
 import os
 from typing import Any, Iterable, Optional, Tuple
@@ -235,6 +236,19 @@ def shape_payload(flat: np.ndarray, shape):
   return flat
 
 
+def decoded_shape(count: int, shape, itemsize: int) -> Tuple[int, ...]:
+  """The shape `shape_payload` gives `count` elements (() for a scalar), without
+  building it; the same errors."""
+  if not shape:
+    if count != 1:
+      raise ValueError(
+          f"Scalar tensors must have exactly 1 element but had {count} elements.")
+    return ()
+  if count == 1:
+    return check_shape_for_fill(shape, itemsize)
+  return reshape_target(count, shape)
+
+
 def _max_broadcast_bytes() -> int:
   setting = os.environ.get("DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES", "")
   if not setting:
@@ -322,6 +336,83 @@ def out_buffer(out) -> memoryview:
   if view.format != "B" or view.ndim != 1:
     view = view.cast("B")
   return view
+
+
+# ---------------------------------------------------------------------------
+# Caller-provided arrays: decode_tensor(out=...) / decode_step_response(out=...).
+#
+# Both backends check a target with these rules before writing anything, and
+# word every refusal with check_out (the native backend checks in C++ and
+# calls check_out only to raise).
+
+def out_mapping(out) -> Optional[dict]:
+  """decode_step_response's `out`: None, or a dict {uid: array or None}."""
+  if out is None or type(out) is dict:
+    return out
+  if not isinstance(out, collections.abc.Mapping):
+    raise TypeError(f"out must be a mapping {{uid: array}}, not {type(out).__name__}")
+  return dict(out)
+
+
+def _out_name(uid) -> str:
+  return "out" if uid is None else f"out[{uid}] (observation {uid})"
+
+
+def _shape_text(shape) -> str:
+  return "(" + ", ".join(str(int(d)) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_out(uid, kind: int, shape, target, wire) -> None:
+  """Raises unless `target` can take a payload of `kind` decoded to `shape`.
+
+  The target must be a writable, C-contiguous numpy ndarray of exactly the
+  payload's dtype and shape (0-d for a scalar) that does not overlap `wire`
+  (the buffer being decoded).  String and proto payloads never go into a
+  target.  `uid` names the observation (None for decode_tensor).
+
+  Raises:
+    ValueError: the payload is strings/protos, or the target's dtype, shape,
+      writability, contiguity or memory do not fit.
+    TypeError: the target is not a numpy ndarray.
+  """
+  name = _out_name(uid)
+  if kind in OBJECT_KINDS:
+    raise ValueError(f"{name}: a {KIND_NAMES[kind]} payload cannot be decoded into an array; "
+                     "leave this uid out of `out`")
+  if not isinstance(target, np.ndarray):
+    raise TypeError(f"{name} must be a numpy ndarray, not {type(target).__name__}")
+  dtype = KIND_DTYPES[kind]
+  if target.dtype != dtype or target.shape != tuple(shape):
+    raise ValueError(f"{name} is {target.dtype} {_shape_text(target.shape)} but the payload "
+                     f"decodes to {dtype} {_shape_text(shape)}")
+  if not target.flags.writeable:
+    raise ValueError(f"{name} is read-only")
+  if not target.flags.c_contiguous:
+    raise ValueError(f"{name} is not C-contiguous")
+  if np.may_share_memory(target, np.frombuffer(wire, np.uint8)):
+    raise ValueError(f"{name} overlaps the buffer being decoded")
+
+
+def store_decoded(uid, value, target, wire, write: bool):
+  """Checks (and if `write`, copies) an already decoded value into `target`.
+
+  For tensors protobuf decodes (string and proto payloads, and numeric ones
+  whose bytes also carry such a field).  Returns `target`.
+  """
+  if isinstance(value, np.ndarray):
+    array = value
+  elif isinstance(value, np.generic) and not isinstance(value, np.str_):
+    array = np.asarray(value)
+  else:
+    array = None
+  if array is None:
+    kind, shape = (STRING if isinstance(value, str) else PROTO), ()
+  else:
+    kind, shape = _KIND_BY_TYPE[np.dtype(array.dtype.type)], array.shape
+  check_out(uid, kind, shape, target, wire)
+  if write:
+    np.copyto(target, array)
+  return target
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def _slow_value(value):
 
 _native.set_fallbacks(_common.decode_object_tensor, _common.check_uid, _slow_value)
 _native.set_max_broadcast_bytes(_common.MAX_BROADCAST_BYTES)
+_native.set_out_helpers(_common.check_out, _common.store_decoded)
 
 _encode_fast = _native.encode_tensor_fast
 _encode_prepared = _native.encode_prepared
@@ -69,14 +70,24 @@ def encode_tensor(value, dtype=None, try_compress: bool = False) -> bytes:
   return _encode_prepared(kind, array, shape)
 
 
-def decode_tensor(buf, *, zero_copy: bool = False):
+def decode_tensor(buf, *, zero_copy: bool = False, out=None):
   """Decodes the wire bytes of a dm_env_rpc `Tensor` message.
 
   Args:
     buf: bytes, bytearray, memoryview or any C-contiguous buffer holding one
-      serialised Tensor.
+      serialised Tensor.  It may change during the call (shared memory that
+      another process writes): the result is then a ValueError or wrong
+      values, never a read or write out of bounds.
     zero_copy: return float32/float64 payloads as read-only views of `buf`
-      (possibly unaligned) instead of fresh copies.
+      (possibly unaligned) instead of fresh copies.  No effect when `out` is
+      given.
+    out: None, or a numpy array to decode into: writable, C-contiguous (any
+      alignment), of exactly the payload's dtype and decoded shape (0-d for a
+      scalar), not overlapping `buf`.  It is checked before anything is
+      written; the elements go straight from `buf` into it (varints decoded
+      in place, int8/uint8 copied too; the GIL is released for large
+      payloads) and `out` itself is returned.  String and proto payloads
+      cannot go into `out` (ValueError).
 
   Returns:
     A numpy array, or a numpy scalar (str for strings, a protobuf `Any` for
@@ -93,10 +104,11 @@ def decode_tensor(buf, *, zero_copy: bool = False):
   Raises:
     ValueError: the bytes are not a valid Tensor message, or the payload does
       not fit the shape, or a one-element payload would broadcast to more
-      than MAX_BROADCAST_BYTES (see dm_env_rpc_fast.codec).
-    TypeError: the Tensor has no payload.
+      than MAX_BROADCAST_BYTES (see dm_env_rpc_fast.codec), or `out` does not
+      fit the payload (see `_common.check_out`).
+    TypeError: the Tensor has no payload, or `out` is not an ndarray.
   """
-  return _native.decode_tensor(buf, zero_copy)
+  return _native.decode_tensor(buf, zero_copy, out)
 
 
 def encode_step_request(actions: Mapping[int, object], requested: Sequence[int]) -> bytes:
@@ -145,6 +157,18 @@ def _envelope_fallback(message_class, buf, payload: int) -> None:
     raise ValueError(f"{descriptor.name} payload is {found}, not step")
 
 
+def _checked_again(result):
+  """The second native parse after protobuf validated the envelope.
+
+  `buf` is parsed twice on this (rare) path; if it changed in between (shared
+  memory written by another process), the second parse may no longer find a
+  step payload, and must not hand its payload number back as the result.
+  """
+  if type(result) is not tuple:
+    raise ValueError("the buffer changed while it was being decoded")
+  return result
+
+
 def decode_step_request(buf, *, zero_copy: bool = False) -> Tuple[Dict[int, object], List[int]]:
   """Decodes an `EnvironmentRequest` whose payload is a `StepRequest`.
 
@@ -165,7 +189,7 @@ def decode_step_request(buf, *, zero_copy: bool = False) -> Tuple[Dict[int, obje
   if type(result) is tuple:
     return result
   _envelope_fallback(dm_env_rpc_pb2.EnvironmentRequest, buf, result)
-  return _native.decode_step_request(buf, zero_copy, True)
+  return _checked_again(_native.decode_step_request(buf, zero_copy, True))
 
 
 def encode_step_response(state: int, observations: Mapping[int, object]) -> bytes:
@@ -214,12 +238,20 @@ def encode_step_response_into(out, state: int, observations: Mapping[int, object
   return _native.encode_step_response_into(out, state, observations)
 
 
-def decode_step_response(buf, *, zero_copy: bool = False) -> Tuple[int, Dict[int, object]]:
+def decode_step_response(buf, *, zero_copy: bool = False,
+                         out=None) -> Tuple[int, Dict[int, object]]:
   """Decodes an `EnvironmentResponse` whose payload is a `StepResponse`.
 
   Args:
-    buf: bytes, bytearray, memoryview or any C-contiguous buffer.
-    zero_copy: as for `decode_tensor`, for every observation.
+    buf: bytes, bytearray, memoryview or any C-contiguous buffer (it may
+      change during the call: see `decode_tensor`).
+    zero_copy: as for `decode_tensor`, for every observation not in `out`.
+    out: None, or a mapping {uid: array} (a None value counts as absent).
+      Each observation whose uid is in `out` is decoded straight into that
+      array, by `decode_tensor`'s rules for `out` (errors name the uid), and
+      the returned dict maps the uid to that very array.  Every observation's
+      payload and shape, and every target, are checked before any target is
+      written.  uids the response lacks leave their arrays untouched.
 
   Returns:
     (state, observations): the EnvironmentStateType value as an int, and
@@ -232,8 +264,9 @@ def decode_step_response(buf, *, zero_copy: bool = False) -> Tuple[int, Dict[int
       error, or an observation does not fit its shape.
     TypeError: an observation Tensor has no payload.
   """
-  result = _native.decode_step_response(buf, zero_copy, False)
+  out = _common.out_mapping(out)
+  result = _native.decode_step_response(buf, zero_copy, False, out)
   if type(result) is tuple:
     return result
   _envelope_fallback(dm_env_rpc_pb2.EnvironmentResponse, buf, result)
-  return _native.decode_step_response(buf, zero_copy, True)
+  return _checked_again(_native.decode_step_response(buf, zero_copy, True, out))

@@ -8,6 +8,11 @@ the rare unpacked repeated encoding, where each element is its own field.
 
 Behaviour, byte for byte and error for error, is the same as the native backend;
 see the codec spec and `dm_env_rpc_fast.codec`.
+
+The decoders assume that the buffer they are given does not change during the
+call (its bytes may be read more than once).  Unlike the native backend they
+are not hardened against memory another process writes concurrently: a
+shared-memory transport copies the bytes out before decoding with this backend.
 """
 
 import math
@@ -878,14 +883,22 @@ def _protobuf_tensor_value(data):
   return _finish(flat, shape)
 
 
-def decode_tensor(buf, *, zero_copy: bool = False):
+def decode_tensor(buf, *, zero_copy: bool = False, out=None):
   """Decodes the wire bytes of a `dm_env_rpc.v1.Tensor`.
 
   Args:
     buf: bytes, bytearray, memoryview or any C-contiguous buffer holding one
-      serialised Tensor.
+      serialised Tensor.  It must not change during the call (a transport
+      over shared memory copies the bytes out first for this backend).
     zero_copy: return float32/float64 payloads as read-only views of `buf`
-      instead of fresh arrays.
+      instead of fresh arrays.  No effect when `out` is given.
+    out: None, or a numpy array to decode into: writable, C-contiguous, of
+      exactly the payload's dtype and decoded shape (0-d for a scalar), not
+      overlapping `buf`.  It is checked before anything is written; the values
+      are copied into it (int8/uint8 too) and `out` itself is returned.
+      String and proto payloads cannot go into `out` (ValueError).  This
+      backend may decode into a temporary array first (varint payloads), then
+      copy; float and byte payloads are copied straight from `buf`.
 
   Returns:
     A numpy array with the Tensor's shape and upstream's dtype, or a numpy scalar
@@ -904,9 +917,17 @@ def decode_tensor(buf, *, zero_copy: bool = False):
     ValueError: the bytes are not a valid Tensor (the message says what and
       where), or the payload does not fit the shape, or a
       one-element payload would broadcast to more than MAX_BROADCAST_BYTES
-      (see dm_env_rpc_fast.codec).
-    TypeError: the Tensor has no payload.
+      (see dm_env_rpc_fast.codec), or `out` does not fit the payload
+      (see `_common.check_out`).
+    TypeError: the Tensor has no payload, or `out` is not an ndarray.
   """
+  if out is not None:
+    data = _as_bytes(buf)
+    end = len(data)
+    loaded = _fast_tensor(data, 0, end, True)
+    if loaded is None:
+      loaded = _walk_and_load(data, ((0, end),), 100, "Tensor", True)
+    return _write_into(_check_into(None, loaded, out, data))
   data = buf if type(buf) is bytes else _as_bytes(buf)
   end = len(data)
   if 4 < end < 0x82 and data[1] == end - 2 and data[2] == 0x0A and data[3] == end - 4:
@@ -926,6 +947,43 @@ def decode_tensor(buf, *, zero_copy: bool = False):
   if flat is not None and len(shape) == 1 and shape[0] == flat.shape[0] != 1:
     return flat  # (_finish's commonest case)
   return _finish(flat, shape)
+
+
+def _check_into(uid, loaded, target, data):
+  """Everything that can fail for one tensor decoded into `target` (or None),
+  before anything is written: its payload, shape rules, and target.
+
+  Returns what `_write_into` needs.
+  """
+  flat, shape = loaded
+  if flat is None:
+    if shape is None:
+      raise TypeError("Tensor has no payload: cannot tell its dtype")
+    value = _common.unpack_tensor_message(shape)
+    if target is not None:
+      _common.store_decoded(uid, value, target, data, False)
+    return uid, target, data, value, None
+  elements = np.asarray(flat)  # (a scalar from the fast paths comes as a numpy scalar)
+  dims = _common.decoded_shape(elements.size, shape, elements.dtype.itemsize)
+  if target is not None:
+    _common.check_out(uid, _common.kind_of(elements.dtype), dims, target, data)
+  return uid, target, data, (flat, shape), dims
+
+
+def _write_into(checked):
+  """The value of a tensor `_check_into` passed: `target`, filled, or a new value."""
+  uid, target, data, value, dims = checked
+  if dims is None:  # decoded by protobuf
+    return value if target is None else _common.store_decoded(uid, value, target, data, True)
+  flat, shape = value
+  if target is None:
+    return _finish(flat, shape)
+  src = np.asarray(flat).reshape(-1)
+  if src.size == 1:  # a scalar, or one element broadcast
+    np.copyto(target, src.reshape((1,) * target.ndim))
+  else:
+    np.copyto(target, src.reshape(dims))
+  return target
 
 
 # ---------------------------------------------------------------------------
@@ -957,7 +1015,7 @@ def _walk_entry(data, pos: int, end: int, depth: int, what: str):
 
 
 def _walk_step(data, pos: int, end: int, depth: int, zero_copy: bool, step: dict,
-               is_request: bool):
+               is_request: bool, into=None):
   """Merges one StepRequest/StepResponse message into `step`.
 
   `step` holds "tensors" ({uid: loaded tensor}), and "requested" (a list of
@@ -979,7 +1037,9 @@ def _walk_step(data, pos: int, end: int, depth: int, zero_copy: bool, step: dict
       start, pos = _wire.read_length(data, pos, end, name)
       key, spans, unknown = _walk_entry(data, start, pos, depth - 1, map_name)
       # Every entry is checked, even one a later entry for the same key replaces.
-      loaded = _load_tensor(data, spans, depth - 2, f"{map_name}[{key}]", zero_copy)
+      # (A tensor decoded into a caller's array is copied from a view of the wire.)
+      loaded = _load_tensor(data, spans, depth - 2, f"{map_name}[{key}]",
+                            zero_copy or (into is not None and into.get(key) is not None))
       # protobuf (upb) keeps an entry with unknown fields (a wrong wire type
       # for key or value included) as an unknown field of the message, not in the map.
       if not unknown:
@@ -1021,7 +1081,7 @@ _REQUEST_PAYLOADS = frozenset((1, 2, 3, 4, 5, 6, 7, 15))
 _RESPONSE_PAYLOADS = frozenset((1, 2, 3, 4, 5, 6, 7, 15, 16))
 
 
-def _walk_envelope(buf, zero_copy: bool, is_request: bool):
+def _walk_envelope(buf, zero_copy: bool, is_request: bool, into=None):
   """Walks an EnvironmentRequest/Response; returns (payload field, step dict, data, spans).
 
   Payloads other than step are left to protobuf: when one appears, the whole
@@ -1053,7 +1113,7 @@ def _walk_envelope(buf, zero_copy: bool, is_request: bool):
       if field == _STEP:
         if step is None:
           step = {"tensors": {}, "requested": [], "state": 0}
-        _walk_step(data, start, pos, 99, zero_copy, step, is_request)
+        _walk_step(data, start, pos, 99, zero_copy, step, is_request, into)
       else:
         saw_other = True
         other_spans.append(data[start:pos])
@@ -1105,12 +1165,20 @@ def decode_step_request(buf, *, zero_copy: bool = False) -> Tuple[Dict[int, obje
   return _finish_tensors(step["tensors"]), step["requested"]
 
 
-def decode_step_response(buf, *, zero_copy: bool = False) -> Tuple[int, Dict[int, object]]:
+def decode_step_response(buf, *, zero_copy: bool = False,
+                         out=None) -> Tuple[int, Dict[int, object]]:
   """Decodes the wire bytes of an `EnvironmentResponse` whose payload is a step.
 
   Args:
-    buf: bytes, bytearray, memoryview or any C-contiguous buffer.
-    zero_copy: as for `decode_tensor`, applied to every observation.
+    buf: bytes, bytearray, memoryview or any C-contiguous buffer.  It must not
+      change during the call.
+    zero_copy: as for `decode_tensor`, applied to every observation not in `out`.
+    out: None, or a mapping {uid: array} (a None value counts as absent).
+      Each observation whose uid is in `out` is decoded into that array, by
+      `decode_tensor`'s rules for `out` (errors name the uid), and the
+      returned dict maps the uid to that very array.  Every observation's
+      payload and shape, and every target, are checked before any target is
+      written.  uids the response lacks leave their arrays untouched.
 
   Returns:
     (state, observations): the EnvironmentStateType value as an int (any int32),
@@ -1123,9 +1191,15 @@ def decode_step_response(buf, *, zero_copy: bool = False) -> Tuple[int, Dict[int
       an observation whose payload does not fit its shape.
     TypeError: an observation Tensor with no payload.
   """
-  payload, step, other_spans = _walk_envelope(buf, zero_copy, False)
+  into = _common.out_mapping(out)
+  payload, step, other_spans = _walk_envelope(buf, zero_copy, False, into)
   if payload == _ERROR:
     _common.raise_status(b"".join(other_spans))
   if payload != _STEP:
     raise _wrong_payload(_common.RESPONSE_DESCRIPTOR, payload, "step")
-  return step["state"], _finish_tensors(step["tensors"])
+  if into is None:
+    return step["state"], _finish_tensors(step["tensors"])
+  data = _as_bytes(buf)
+  checked = [_check_into(uid, loaded, into.get(uid), data)
+             for uid, loaded in step["tensors"].items()]
+  return step["state"], {c[0]: _write_into(c) for c in checked}

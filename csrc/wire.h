@@ -4,6 +4,10 @@
 // spec): tags and length prefixes of at most 5 bytes, other varints of at most
 // 10, lengths below 2 GiB, unknown groups skipped within a depth budget.
 // Malformed input throws DecodeError; nothing is ever read out of bounds.
+//
+// The buffer may change while it is read (shared memory another process
+// writes): every byte is loaded once per pass, and what a later pass does is
+// bounded by what the reader recorded (spans, counts), never by re-read bytes.
 #ifndef DM_ENV_RPC_FAST_WIRE_H_
 #define DM_ENV_RPC_FAST_WIRE_H_
 
@@ -112,7 +116,13 @@ class Reader {
   // A varint of at most 10 bytes; bits beyond 64 are dropped, as upb does.
   uint64_t read_varint() {
     const size_t at = offset();
-    if (p_ < end_ && *p_ < 0x80) return *p_++;
+    if (p_ < end_) {
+      const uint8_t first = *p_;  // one load: the byte may change under us (shared memory)
+      if (first < 0x80) {
+        ++p_;
+        return first;
+      }
+    }
     uint64_t v = 0;
     for (int i = 0; i < 10; ++i) {
       uint32_t b = next_byte(at, "truncated varint");

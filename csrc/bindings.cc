@@ -307,12 +307,13 @@ void prepare_step(py::handle mapping, py::handle requested, int32_t state, bool 
   }
 }
 
-void write_prepared(const PreparedStep& s, uint8_t* p) {
+// Writes the message into p (room for cap bytes) if it fits.
+void write_prepared(const PreparedStep& s, uint8_t* p, size_t cap) {
   if (s.big) {
     py::gil_scoped_release nogil;
-    dmrf::write_step(s.m, p);
+    dmrf::write_step_into(s.m, p, cap);
   } else {
-    dmrf::write_step(s.m, p);
+    dmrf::write_step_into(s.m, p, cap);
   }
 }
 
@@ -322,7 +323,7 @@ py::bytes encode_step(py::handle mapping, py::handle requested, int32_t state, b
   PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(s.m.total));
   if (!out) throw py::error_already_set();
   py::bytes result = py::reinterpret_steal<py::bytes>(out);
-  write_prepared(s, reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out)));
+  write_prepared(s, reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out)), s.m.total);
   return result;
 }
 
@@ -381,7 +382,7 @@ size_t encode_step_response_into(py::handle out, py::handle state, py::handle ob
   const int32_t s32 = to_state(state);
   PreparedStep s;
   prepare_step(observations, py::none(), s32, true, s);
-  if (s.m.total <= target.size()) write_prepared(s, target.data());
+  write_prepared(s, target.data(), target.size());
   return s.m.total;
 }
 

@@ -216,6 +216,11 @@ void write_step(const StepMessage& m, uint8_t* out) {
   }
 }
 
+size_t write_step_into(const StepMessage& m, uint8_t* out, size_t cap) {
+  if (m.total <= cap) write_step(m, out);
+  return m.total;
+}
+
 void parse_step_envelope(const uint8_t* base, size_t total, bool response, StepParse& out) {
   StepParser(base, total, response, out).parse_envelope();
 }

@@ -57,6 +57,9 @@ void sort_items(std::vector<StepItem>& items);
 size_t size_step(StepMessage& m);
 // Writes m (m.total bytes) into out.
 void write_step(const StepMessage& m, uint8_t* out);
+// The caller's-buffer form (encode_step_response_into): writes the sized m into
+// out[0:m.total] if m.total <= cap, else writes nothing; returns m.total.
+size_t write_step_into(const StepMessage& m, uint8_t* out, size_t cap);
 
 // ---------------------------------------------------------------------------
 // Decoding.

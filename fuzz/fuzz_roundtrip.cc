@@ -1,6 +1,7 @@
 // libFuzzer target: encoders against decoders.  The input picks a payload
 // kind, a shape and element bytes (and, for step messages, keys and a state);
-// the encoded message must parse back to exactly those elements and shape.
+// the encoded message must parse back to exactly those elements and shape, and
+// the caller's-buffer step writer must give the fresh writer's bytes.
 //
 // Layout: [mode] [kind] [ndim] ndim x 4-byte dims [key bytes...] elements...
 #include <cstddef>
@@ -91,6 +92,16 @@ void roundtrip_step(const dmrf::TensorInput& in, Cursor& c, bool response) {
   }
   std::vector<uint8_t> msg(m.total);
   dmrf::write_step(m, msg.data());
+  // The caller's-buffer writer (encode_step_response_into): the same bytes
+  // when they fit, and not one byte touched (before or past) when they do not.
+  const size_t slack = c.byte() % 3;
+  const size_t cap = slack == 0 ? m.total - (m.total ? c.byte() % (m.total + 1) : 0)
+                                : m.total + slack - 1;
+  std::vector<uint8_t> into(cap + 16, 0xA5);
+  FUZZ_CHECK(dmrf::write_step_into(m, into.data(), cap) == m.total);
+  const size_t written = m.total <= cap ? m.total : 0;
+  FUZZ_CHECK(written == 0 || std::memcmp(into.data(), msg.data(), written) == 0);
+  for (size_t i = written; i < into.size(); ++i) FUZZ_CHECK(into[i] == 0xA5);
   dmrf::StepParse p;
   dmrf::parse_step_envelope(msg.data(), msg.size(), response, p);  // must not throw
   FUZZ_CHECK(p.payload == dmrf::kStepPayload);

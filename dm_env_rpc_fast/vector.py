@@ -170,18 +170,18 @@ def _one_line(message) -> str:
 
 
 class _Slots:
-  """The batched arrays one step fills: a row per environment (every row is written)."""
+  """The batched observation arrays one step fills: a row per environment (every row is written)."""
 
-  def __init__(self, n: int, fixed: Mapping[int, Tuple[Tuple[int, ...], np.dtype]],
-               reward: Tuple[Tuple[int, ...], np.dtype], discount: Tuple[Tuple[int, ...], np.dtype],
-               rows: bool):
+  def __init__(self, n: int, fixed: Mapping[int, Tuple[Tuple[int, ...], np.dtype]], rows: bool):
     self.observations = {uid: np.empty((n,) + shape, dtype) for uid, (shape, dtype) in fixed.items()}
-    self.step_type = np.empty(n, np.int32)
-    self.reward = np.empty((n,) + reward[0], reward[1])
-    self.discount = np.empty((n,) + discount[0], discount[1])
-    # The row views given to the decoder as `out`, made once per set.
-    self.rows = [{uid: array[i, ...] for uid, array in self.observations.items()}
-                 for i in range(n)] if rows else None
+    # The row views given to the decoder as `out`, made once per set (iterating
+    # an array makes its row views in C; a 0-d row needs indexing).
+    self.rows = None
+    if rows:
+      uids = list(self.observations)
+      columns = [list(a) if a.ndim > 1 else [a[i, ...] for i in range(n)]
+                 for a in self.observations.values()]
+      self.rows = [dict(zip(uids, row)) for row in zip(*columns)] if uids else [{}] * n
 
 
 class VectorEnv:
@@ -248,6 +248,7 @@ class VectorEnv:
     self._init_specs(first)
     self._pipelined = [getattr(type(c), "start_step", None) is not None for c in self._connections]
     self._state = [_TERMINATED] * n  # as DmEnvAdaptor: the first RUNNING answer is FIRST
+    self._step_type = [_FIRST] * n  # of each environment's last answer
     # env id -> (decoded into the slots?, signals readiness?), in the order sent
     self._in_flight: Dict[int, Tuple[bool, bool]] = {}
     self._signals: List[Optional[bool]] = [None] * n  # None: not known before the first step
@@ -282,6 +283,7 @@ class VectorEnv:
     if not env._is_discount_requested:
       hidden.add(self._discount_uid)
     self._shown = [uid for uid in self._requested if uid not in hidden]
+    self._reward_shown = self._reward_uid in self._shown
     # Fixed shape and a numeric or bool dtype: decoded into rows of a batch array.
     self._fixed = {}
     for uid in self._requested:
@@ -655,44 +657,54 @@ class VectorEnv:
               _INTERRUPTED if last == _INTERRUPTED_BY_RESET else last),
           dm_env_rpc_pb2.EnvironmentStateType.Name(state)))
     self._state[i] = state
-    slots.step_type[i] = step_type
-    reward_uid, discount_uid = self._reward_uid, self._discount_uid
-    slots.reward[i] = (self._value(i, reward_uid)
-                       if reward_uid is not None and step_type != _FIRST else 0)
-    if discount_uid is not None:
-      slots.discount[i] = self._value(i, discount_uid)
-    else:
-      slots.discount[i] = 0 if (step_type == _LAST and state == _TERMINATED) else 1
+    self._step_type[i] = step_type
     self._ready.append(i)
 
-  def _value(self, i: int, uid: int):
-    if uid in self._fixed:
-      return self._slots.observations[uid][i]
-    return self._other[i][uid]
-
   def _new_slots(self) -> _Slots:
-    return _Slots(self.num_envs, self._fixed, self._reward_layout, self._discount_layout,
-                  rows=DECODES_INTO and any(self._pipelined))
+    return _Slots(self.num_envs, self._fixed, rows=DECODES_INTO and any(self._pipelined))
 
   def _take(self, ids: Sequence[int]) -> dm_env.TimeStep:
     """Removes `ids` from the ready list; returns their batched TimeStep, rows in `ids`' order."""
     slots = self._slots
     if ids is self._all_ids:  # every environment: the slots themselves
       self._ready = []
-      step_type, reward, discount = slots.step_type, slots.reward, slots.discount
       arrays = slots.observations
+      step_type = np.array(self._step_type, np.int32)
+      states = self._state
       if self._copy:  # the caller keeps these; the next steps write into new ones
         self._slots = self._new_slots()
     else:
       taken = set(ids)
       self._ready = [i for i in self._ready if i not in taken]
       index = np.asarray(ids, np.intp)
-      step_type, reward, discount = (np.take(a, index, axis=0)
-                                     for a in (slots.step_type, slots.reward, slots.discount))
       arrays = {uid: np.take(a, index, axis=0) for uid, a in slots.observations.items()}
+      step_type = np.array([self._step_type[i] for i in ids], np.int32)
+      states = [self._state[i] for i in ids]
+
+    def column(uid, shown):
+      if uid in self._fixed:
+        return arrays[uid].copy() if shown else arrays[uid]
+      return _stack([self._other[i][uid] for i in ids])
+
     observations = {}
     for uid, name, fixed in self._shown_info:
       observations[name] = arrays[uid] if fixed else _stack([self._other[i][uid] for i in ids])
+    # The adaptor's reward and discount rules, for all rows at once.
+    first = step_type == _FIRST
+    if self._reward_uid is not None:
+      reward = column(self._reward_uid, self._reward_shown)
+      if first.any():
+        reward[first] = 0  # DmEnvAdaptor: None on a FIRST step
+    else:
+      reward = np.zeros((len(ids),) + self._reward_layout[0], self._reward_layout[1])
+    if self._discount_uid is not None:
+      discount = column(self._discount_uid, False)
+    else:
+      # 0 when an episode TERMINATED, else 1 (None on a FIRST step for DmEnvAdaptor).
+      discount = np.ones((len(ids),) + self._discount_layout[0], self._discount_layout[1])
+      ended = (step_type == _LAST) & (np.asarray(states) == _TERMINATED)
+      if ended.any():
+        discount[ended] = 0
     if self._unflatten:
       observations = dm_env_flatten_utils.unflatten_dict(observations, _SEP)
     return dm_env.TimeStep(step_type, reward, discount, observations)

@@ -438,25 +438,25 @@ def test_a_dead_server_is_named_and_hangs_nothing(processes, transport, api):
     procs[1].kill()
     with pytest.raises(vector.VectorEnvError, match=rf"environment 1 \({procs[1].address}\)") as caught:
       if api == "step_wait":
-        _within(20, lambda: envs.step(actions))
+        _within(60, lambda: envs.step(actions))
       else:
         def recv_all():
           envs.send(actions)
           while True:
             envs.recv()
-        _within(20, recv_all)
+        _within(60, recv_all)
     assert caught.value.env_id == 1
     if api == "recv":  # the others' answers are still there to receive
       received = []
       while len(received) < 2:
-        received += list(_within(20, envs.recv)[1])
+        received += list(_within(60, envs.recv)[1])
       assert sorted(received) == [0, 2]
     # The broken one is refused at once from now on; close() does not hang.
     with pytest.raises(vector.VectorEnvError, match=r"broke earlier.*environment 1"):
-      _within(20, lambda: envs.step(actions))
+      _within(60, lambda: envs.step(actions))
     assert not envs._in_flight  # pylint: disable=protected-access  (nothing was sent)
   finally:
-    _within(20, envs.close)
+    _within(60, envs.close)
 
 
 def test_the_pure_backend_client(processes, tmp_path):
@@ -575,3 +575,38 @@ def test_observations_are_decoded_straight_into_the_batch_rows(servers, monkeypa
     row = out[uid]
     assert row.base is image and row.__array_interface__["data"][0] == image[k].__array_interface__["data"][0]
     assert answer[uid] is row  # the decoder wrote into the row: no array of its own
+
+
+def test_worlds_without_reward_or_discount_observations(monkeypatch):
+  """Reward 0 and discount 1 (0 when an episode TERMINATED), as DmEnvAdaptor computes them."""
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "v1"))
+  import interop_world  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(interop_world, "OBSERVATIONS",
+                      [o for o in interop_world.OBSERVATIONS if o[0] not in ("reward", "discount")])
+  running = [interop_world.serve("dm_env_rpc_fast") for _ in range(2)]
+  addresses = [f"127.0.0.1:{port}" for _, port in running]
+  conns = [connection.create_secure_channel_and_connect(a) for a in addresses]
+  adaptors = [dm_env_adaptor.create_and_join_world(c, {}, {})[0] for c in conns]
+  try:
+    with vector.create_and_join_world(addresses, {}, {}) as envs:
+      assert envs.reward_spec().dtype == np.float64 and envs.discount_spec().dtype == np.float64
+      batch, want = envs.reset(), [a.reset() for a in adaptors]
+      types, lasts = set(), 0
+      for i in range(14):
+        for k, ts in enumerate(want):
+          lasts += ts.last()
+          assert batch.step_type[k] == int(ts.step_type)
+          assert batch.reward[k] == (0.0 if ts.first() else ts.reward)
+          assert batch.discount[k] == (1.0 if ts.first() else ts.discount)
+          np.testing.assert_array_equal(batch.observation["image"][k], ts.observation["image"])
+        types.update(int(t) for t in batch.step_type)
+        action = interop_world.action_for(i)
+        batch = envs.step({"move": np.full(2, action["move"]), "force": np.array([action["force"]] * 2)})
+        want = [a.step(action) for a in adaptors]
+      assert types == {0, 1, 2} and lasts  # episodes TERMINATED (discount 0) and restarted
+  finally:
+    for a, c in zip(adaptors, conns):
+      a.close()
+      c.close()
+    for server_, _ in running:
+      server_.stop(None)

@@ -669,7 +669,7 @@ class VectorEnv:
     if ids is self._all_ids:  # every environment: the slots themselves
       self._ready = []
       arrays = slots.observations
-      step_type = np.array(self._step_type, np.int32)
+      types = self._step_type
       states = self._state
       if self._copy:  # the caller keeps these; the next steps write into new ones
         self._slots = self._new_slots()
@@ -678,8 +678,9 @@ class VectorEnv:
       self._ready = [i for i in self._ready if i not in taken]
       index = np.asarray(ids, np.intp)
       arrays = {uid: np.take(a, index, axis=0) for uid, a in slots.observations.items()}
-      step_type = np.array([self._step_type[i] for i in ids], np.int32)
+      types = [self._step_type[i] for i in ids]
       states = [self._state[i] for i in ids]
+    step_type = np.array(types, np.int32)
 
     def column(uid, shown):
       if uid in self._fixed:
@@ -690,11 +691,10 @@ class VectorEnv:
     for uid, name, fixed in self._shown_info:
       observations[name] = arrays[uid] if fixed else _stack([self._other[i][uid] for i in ids])
     # The adaptor's reward and discount rules, for all rows at once.
-    first = step_type == _FIRST
     if self._reward_uid is not None:
       reward = column(self._reward_uid, self._reward_shown)
-      if first.any():
-        reward[first] = 0  # DmEnvAdaptor: None on a FIRST step
+      if _FIRST in types:
+        reward[step_type == _FIRST] = 0  # DmEnvAdaptor: None on a FIRST step
     else:
       reward = np.zeros((len(ids),) + self._reward_layout[0], self._reward_layout[1])
     if self._discount_uid is not None:
@@ -702,9 +702,8 @@ class VectorEnv:
     else:
       # 0 when an episode TERMINATED, else 1 (None on a FIRST step for DmEnvAdaptor).
       discount = np.ones((len(ids),) + self._discount_layout[0], self._discount_layout[1])
-      ended = (step_type == _LAST) & (np.asarray(states) == _TERMINATED)
-      if ended.any():
-        discount[ended] = 0
+      if _LAST in types:
+        discount[(step_type == _LAST) & (np.asarray(states) == _TERMINATED)] = 0
     if self._unflatten:
       observations = dm_env_flatten_utils.unflatten_dict(observations, _SEP)
     return dm_env.TimeStep(step_type, reward, discount, observations)

@@ -610,3 +610,25 @@ def test_worlds_without_reward_or_discount_observations(monkeypatch):
       c.close()
     for server_, _ in running:
       server_.stop(None)
+
+
+@pytest.mark.parametrize("api", ["step", "step_async"])
+def test_a_request_that_cannot_be_sent_is_named_and_the_others_are_collected(servers, api):
+  addresses = servers(3)
+  with vector.create_and_join_world(addresses, settings_for(3, episode_length=50), {},
+                                    batch_size=2) as envs:
+    envs.reset()
+    envs._connections[1].close()  # pylint: disable=protected-access  (closed underneath)
+    actions = {"move": np.zeros(3, np.int32)}
+    with pytest.raises(vector.VectorEnvError, match=r"send: environment 1 .*closed") as caught:
+      if api == "step":
+        envs.step(actions)
+      else:
+        envs.step_async(actions)
+    assert [i for i, _, _ in caught.value.failures] == [1]
+    assert not envs._in_flight and not envs._ready  # pylint: disable=protected-access
+    # Worlds 0 and 2 took that step and carry on.
+    envs.send({"move": np.ones(2, np.int32)}, env_ids=[0, 2])
+    batch, ids = envs.recv()
+    assert list(ids) == [0, 2] and list(batch.step_type) == [1, 1]
+    np.testing.assert_array_equal(batch.observation["count"], [2 * 10 + 1, 2 * 10 + 3])

@@ -1,7 +1,7 @@
 """The pure backend's whole-array varint methods, against protobuf, on both sides of their size cutoffs.
 
-`_pure_wire` encodes and decodes packed varints with numpy in more than one
-way, chosen by size (few values or bytes: one method; more: another, with
+`_pure.varints` encodes and decodes packed varints with numpy in more than one
+way, chosen by size in `_pure.routes` (few values or bytes: one method; more: another, with
 separate cases for runs of one varint length and for 9- and 10-byte varints).
 The codec tests reach these through whole tensors at a few sizes; here every
 method and case is run directly, each against protobuf's own packed encoding
@@ -11,16 +11,18 @@ and parse.
 import numpy as np
 import pytest
 
-from dm_env_rpc_fast.codec import _pure_wire as wire
+from dm_env_rpc_fast.codec._pure import routes
+from dm_env_rpc_fast.codec._pure import varints
+from dm_env_rpc_fast.codec._pure import wire
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
 
 Uint64Array = pb.Tensor.DESCRIPTOR.fields_by_name["uint64s"].message_type._concrete_class
 Uint32Array = pb.Tensor.DESCRIPTOR.fields_by_name["uint32s"].message_type._concrete_class
 
 # Counts around the encoder's cutoff, and byte sizes around the decoder's.
-COUNTS = sorted({1, 2, 9, 100, wire._FEW_VALUES - 1, wire._FEW_VALUES, wire._FEW_VALUES + 1,
-                 wire._FEW_BYTES // 10, wire._FEW_BYTES // 10 + 1, wire._FEW_BYTES // 3,
-                 wire._FEW_BYTES + 7, 5000})
+COUNTS = sorted({1, 2, 9, 100, routes.NUMPY_FEW_VALUES - 1, routes.NUMPY_FEW_VALUES, routes.NUMPY_FEW_VALUES + 1,
+                 routes.NUMPY_FEW_BYTES // 10, routes.NUMPY_FEW_BYTES // 10 + 1, routes.NUMPY_FEW_BYTES // 3,
+                 routes.NUMPY_FEW_BYTES + 7, 5000})
 U64 = np.uint64
 
 
@@ -76,11 +78,11 @@ def _parse(raw: bytes, bits: int):
 def test_round_trips_match_protobuf(kind, n):
   rng = np.random.default_rng([n, len(kind)])
   values = _values(kind, n, rng)
-  encoded = wire.encode_varints(values)
+  encoded = routes.encode_varints(values)
   assert encoded.dtype == np.uint8 and encoded.flags.c_contiguous
   assert encoded.tobytes() == _packed(values)
   for bits in (64, 32):
-    decoded = wire.decode_varints(encoded, bits, "test")
+    decoded = routes.decode_varints(encoded, bits, "test")
     assert decoded.dtype == (np.uint64 if bits == 64 else np.uint32)
     assert decoded.flags.writeable and decoded.flags.c_contiguous
     assert decoded.tolist() == _parse(encoded.tobytes(), bits)
@@ -110,47 +112,47 @@ def _corrupt(raw: np.ndarray, how: str, rng) -> np.ndarray:
 @pytest.mark.parametrize("how", ["bytes", "continuations", "tenth_byte", "long_at_start",
                                  "long_at_middle", "long_at_end", "cut"])
 @pytest.mark.parametrize("kind", ["full", "bit_lengths", "uniform4", "uniform9"])
-@pytest.mark.parametrize("n", [20, wire._FEW_BYTES // 10 + 5, 3000])
+@pytest.mark.parametrize("n", [20, routes.NUMPY_FEW_BYTES // 10 + 5, 3000])
 def test_malformed_runs_match_protobuf(how, kind, n):
   rng = np.random.default_rng([n, len(kind), len(how)])
-  raw = _corrupt(wire.encode_varints(_values(kind, n, rng)), how, rng)
+  raw = _corrupt(routes.encode_varints(_values(kind, n, rng)), how, rng)
   for bits in (64, 32):
     expected = _parse(raw.tobytes(), bits)
     if expected is None:
       with pytest.raises(ValueError, match="test: "):
-        wire.decode_varints(raw, bits, "test")
+        routes.decode_varints(raw, bits, "test")
     else:
-      assert wire.decode_varints(raw, bits, "test").tolist() == expected
+      assert routes.decode_varints(raw, bits, "test").tolist() == expected
 
 
 def test_single_varints():
   rng = np.random.default_rng(3)
   for value in [0, 1, 127, 128, 2**63, 2**64 - 1] + rng.integers(
       0, 2**64 - 1, 200, dtype=U64, endpoint=True).tolist():
-    encoded = wire.py_varint_bytes(value)
-    assert wire.py_single_varint(encoded) == value
+    encoded = varints.py_varint_bytes(value)
+    assert varints.py_single_varint(encoded) == value
     if len(encoded) < 10:
-      assert wire.py_single_varint(encoded + b"\x00") is None
+      assert varints.py_single_varint(encoded + b"\x00") is None
     if len(encoded) > 1:
-      assert wire.py_single_varint(encoded[:-1]) is None
-  assert wire.py_single_varint(b"\xff" * 9 + b"\x7f") == 2**64 - 1
-  assert wire.py_single_varint(b"\x80\x00") == 0
+      assert varints.py_single_varint(encoded[:-1]) is None
+  assert varints.py_single_varint(b"\xff" * 9 + b"\x7f") == 2**64 - 1
+  assert varints.py_single_varint(b"\x80\x00") == 0
 
 
 @pytest.mark.parametrize("kind, n", [("full", 40_000), ("negative_int32", 320_000)])
 def test_long_runs_match_protobuf(kind, n):
-  """Runs past the sizes at which the decoder changes how it reads words (_TAKE_LIMIT)."""
+  """Runs past the sizes at which the decoder changes how it reads words (routes.NUMPY_TAKE_MAX_BYTES)."""
   values = _values(kind, n, np.random.default_rng(n))
-  encoded = wire.encode_varints(values)
-  assert encoded.size > wire._TAKE_LIMIT[8 if kind == "full" else 4]
+  encoded = routes.encode_varints(values)
+  assert encoded.size > routes.NUMPY_TAKE_MAX_BYTES[64 if kind == "full" else 32]
   assert encoded.tobytes() == _packed(values)
   for bits in (64, 32):
-    assert wire.decode_varints(encoded, bits, "test").tolist() == _parse(encoded.tobytes(), bits)
+    assert routes.decode_varints(encoded, bits, "test").tolist() == _parse(encoded.tobytes(), bits)
 
 
 # --------------------------------------------------------------------------
 # Tensors whose varints go through protobuf's parser and serialiser (runs of
-# multi-byte varints up to _pure's cutoffs, when protobuf is compiled) and
+# multi-byte varints up to routes' cutoffs, when protobuf is compiled) and
 # through numpy (one-byte varints, larger runs, or protobuf in pure Python).
 
 from dm_env_rpc_fast.codec import _pure  # pylint: disable=g-import-not-at-top
@@ -159,11 +161,11 @@ _TENSOR_KINDS = {  # dtype, payload field, how the values are drawn
     "int32": (np.int32, "int32s"), "int64": (np.int64, "int64s"),
     "uint32": (np.uint32, "uint32s"), "uint64": (np.uint64, "uint64s"),
 }
-_TENSOR_COUNTS = sorted({1, 2, 8, 9, _pure._FROMITER_BELOW - 1, _pure._FROMITER_BELOW, 100,
-                         *_pure._PB_ENCODE_MAX_VALUES.values(),
-                         *(n + 1 for n in _pure._PB_ENCODE_MAX_VALUES.values()),
-                         _pure._PB_DECODE_MAX_BYTES // 10, _pure._PB_DECODE_MAX_BYTES // 10 + 7,
-                         _pure._PB_DECODE_MAX_BYTES // 5})
+_TENSOR_COUNTS = sorted({1, 2, 8, 9, routes.FROMITER_BELOW - 1, routes.FROMITER_BELOW, 100,
+                         *routes.PB_ENCODE_MAX_VALUES.values(),
+                         *(n + 1 for n in routes.PB_ENCODE_MAX_VALUES.values()),
+                         routes.PB_DECODE_MAX_BYTES // 10, routes.PB_DECODE_MAX_BYTES // 10 + 7,
+                         routes.PB_DECODE_MAX_BYTES // 5})
 
 
 def _tensor_values(dtype, values_kind: str, n: int, rng) -> np.ndarray:
@@ -189,9 +191,9 @@ def _tensor_values(dtype, values_kind: str, n: int, rng) -> np.ndarray:
 def test_varint_tensors_match_protobuf_by_either_route(name, n, values_kind, protobuf_c,
                                                        monkeypatch):
   """Encode and decode equal protobuf's bytes and values, whichever route a run takes."""
-  if protobuf_c and not _pure._PROTOBUF_C:
+  if protobuf_c and not routes.PROTOBUF_C:
     pytest.skip("protobuf is not compiled here (pure-Python runtime): the numpy route only")
-  monkeypatch.setattr(_pure, "_PROTOBUF_C", protobuf_c)
+  monkeypatch.setattr(routes, "PROTOBUF_C", protobuf_c)
   dtype, field = _TENSOR_KINDS[name]
   rng = np.random.default_rng([n, len(values_kind), len(name)])
   values = _tensor_values(dtype, values_kind, n, rng)
@@ -206,7 +208,7 @@ def test_varint_tensors_match_protobuf_by_either_route(name, n, values_kind, pro
 
 
 # (Where protobuf runs as pure Python the pure backend has no protobuf route to test.)
-_ROUTES = [True, False] if _pure._PROTOBUF_C else [False]
+_ROUTES = [True, False] if routes.PROTOBUF_C else [False]
 
 
 @pytest.mark.parametrize("protobuf_c", _ROUTES, ids=["protobuf", "numpy"][-len(_ROUTES):])
@@ -214,7 +216,7 @@ _ROUTES = [True, False] if _pure._PROTOBUF_C else [False]
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint32, np.uint64, np.bool_])
 def test_small_tensors_of_any_shape_match_protobuf(dtype, shape, protobuf_c, monkeypatch):
   """Small tensors (protobuf's routes when it is compiled) keep their shape, scalars included."""
-  monkeypatch.setattr(_pure, "_PROTOBUF_C", protobuf_c)
+  monkeypatch.setattr(routes, "PROTOBUF_C", protobuf_c)
   rng = np.random.default_rng([len(shape), np.dtype(dtype).num])
   if dtype is np.bool_:
     values = rng.random(shape) < 0.5
@@ -222,7 +224,7 @@ def test_small_tensors_of_any_shape_match_protobuf(dtype, shape, protobuf_c, mon
     info = np.iinfo(dtype)
     values = np.asarray(rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True))
   expected = pb.Tensor(shape=shape)
-  getattr(expected, _pure._PB_FIELDS[_pure._ARRAY_KINDS[np.dtype(dtype)]]).array.extend(
+  getattr(expected, routes.PB_FIELDS[_pure.tensor._ARRAY_KINDS[np.dtype(dtype)]]).array.extend(
       values.ravel().tolist())
   data = expected.SerializeToString()
   assert _pure.encode_tensor(values) == data
@@ -247,8 +249,8 @@ def test_malformed_runs_in_protobufs_range_raise_our_error(name, how):
   one it accepts decodes to what protobuf's own Tensor parse gives."""
   dtype, field = _TENSOR_KINDS[name]
   rng = np.random.default_rng([len(name), len(how)])
-  raw = _corrupt(wire.encode_varints(_values("full", 300, rng)), how, rng)
-  assert raw.size <= _pure._PB_DECODE_MAX_BYTES
+  raw = _corrupt(routes.encode_varints(_values("full", 300, rng)), how, rng)
+  assert raw.size <= routes.PB_DECODE_MAX_BYTES
   payload = b"\x0a" + wire.varint_bytes(raw.size) + raw.tobytes()
   data = bytes([pb.Tensor.DESCRIPTOR.fields_by_name[field].number << 3 | 2]) + wire.varint_bytes(
       len(payload)) + payload

@@ -4,8 +4,9 @@ One API, two backends with identical behaviour:
 
 - ``native``: the C++ extension ``dm_env_rpc_fast._native`` (the default where it
   is built and the host is little-endian);
-- ``pure``: numpy only, used where the extension is missing, or when the
-  environment variable ``DM_ENV_RPC_FAST_PURE=1`` is set before import.
+- ``pure``: Python with numpy (and protobuf's compiled runtime for small
+  varint payloads, where it has one), used where the extension is missing, or
+  when the environment variable ``DM_ENV_RPC_FAST_PURE=1`` is set before import.
 
 ``BACKEND`` names the live one.  Nothing else in the package imports a backend
 directly.

@@ -1,190 +1,15 @@
-"""Protobuf wire primitives for the pure backend: tags, lengths, skipping, whole-array varints.
+"""Runs of varints, encoded and decoded whole (csrc/varint.h): numpy, and plain Python.
 
-Scalar reads (one tag, one length) are plain Python over a `bytes` object or a
-byte memoryview.  Whole payloads of varints are encoded and decoded with numpy,
-a few passes over the bytes, never one Python step per element.
-
-The acceptance rules are those of protobuf's upb parser (see the codec spec):
-tags and length prefixes of at most 5 bytes, other varints of at most 10,
-field 0 and wire types 6/7 rejected, lengths below 2**31, groups skipped within
-a nesting budget.
+numpy methods make a few passes over the bytes, never one Python step per
+element; the plain Python ones regroup the 7-bit groups of one varint with a
+few operations on one int.  Which method a run takes is `routes`' choice.
 """
 
 import numpy as np
 
-MASK64 = (1 << 64) - 1
-MASK32 = (1 << 32) - 1
+from dm_env_rpc_fast.codec._pure import wire
 
-VARINT, FIXED64, LEN, START_GROUP, END_GROUP, FIXED32 = range(6)
-
-
-def where(data, pos: int) -> str:
-  return f"at offset {pos} (buffer of {len(data)} bytes)"
-
-
-def read_varint(data, pos: int, end: int, what: str):
-  """Reads a varint of at most 10 bytes; returns (value mod 2**64, next position)."""
-  start = pos
-  result = 0
-  shift = 0
-  while pos < end:
-    b = data[pos]
-    pos += 1
-    result |= (b & 0x7F) << shift
-    if b < 0x80:
-      return result & MASK64, pos
-    shift += 7
-    if shift == 70:
-      raise ValueError(f"{what}: varint {where(data, start)} is longer than 10 bytes")
-  raise ValueError(f"{what}: varint {where(data, start)} runs past the end of its message")
-
-
-def read_tag(data, pos: int, end: int, what: str, in_group: bool = False):
-  """Reads a field tag (at most 5 bytes, below 2**32, valid field and wire type).
-
-  Inside an unknown group protobuf (upb) skips fields numbered 0 instead of
-  rejecting them: `in_group` allows them.
-  """
-  start = pos
-  result = 0
-  shift = 0
-  while True:
-    if pos >= end:
-      raise ValueError(f"{what}: tag {where(data, start)} runs past the end of its message")
-    b = data[pos]
-    pos += 1
-    result |= (b & 0x7F) << shift
-    if b < 0x80:
-      break
-    shift += 7
-    if shift == 35:
-      raise ValueError(f"{what}: tag {where(data, start)} is longer than 5 bytes")
-  if result > MASK32:
-    raise ValueError(f"{what}: tag {where(data, start)} does not fit 32 bits")
-  if result & 7 > 5 or (result < 8 and not in_group):
-    check_tag(data, result, start, what)
-  return result, pos
-
-
-def check_tag(data, tag: int, pos: int, what: str) -> None:
-  """Raises unless the tag's wire type is valid and (outside groups) its field is not 0."""
-  if tag & 7 > 5:
-    raise ValueError(f"{what}: invalid wire type {tag & 7} in tag {where(data, pos)}")
-  if tag < 8:
-    raise ValueError(f"{what}: field number 0 in tag {where(data, pos)}")
-
-
-def read_length(data, pos: int, end: int, what: str):
-  """Reads a length prefix (at most 5 bytes, below 2**31) and checks it fits `end`.
-
-  Returns (start of the contents, end of the contents).
-  """
-  start = pos
-  length = 0
-  shift = 0
-  while True:
-    if pos >= end:
-      raise ValueError(
-          f"{what}: length prefix {where(data, start)} runs past the end of its message")
-    b = data[pos]
-    pos += 1
-    length |= (b & 0x7F) << shift
-    if b < 0x80:
-      break
-    shift += 7
-    if shift == 35:
-      raise ValueError(f"{what}: length prefix {where(data, start)} is longer than 5 bytes")
-  if length >= 1 << 31:
-    raise ValueError(f"{what}: length {length} {where(data, start)} is 2 GiB or more")
-  if pos + length > end:
-    raise ValueError(
-        f"{what}: length {length} {where(data, start)} runs past the end of its "
-        f"message (which ends at offset {end})")
-  return pos, pos + length
-
-
-def skip_field(data, pos: int, end: int, tag: int, depth: int, what: str) -> int:
-  """Skips the value of a field whose tag was just read; returns the next position.
-
-  `depth` is the nesting budget left at the enclosing message: a group costs 1.
-  """
-  wire_type = tag & 7
-  if wire_type == VARINT:
-    return read_varint(data, pos, end, what)[1]
-  if wire_type == LEN:
-    return read_length(data, pos, end, what)[1]
-  if wire_type == FIXED32 or wire_type == FIXED64:
-    size = 4 if wire_type == FIXED32 else 8
-    if pos + size > end:
-      raise ValueError(
-          f"{what}: fixed{size * 8} value {where(data, pos)} runs past the end of its message")
-    return pos + size
-  if wire_type == START_GROUP:
-    return _skip_group(data, pos, end, tag >> 3, depth - 1, what)
-  # END_GROUP here has no START_GROUP to close.
-  raise ValueError(f"{what}: end-group tag {where(data, pos)} without a matching start")
-
-
-def _skip_group(data, pos: int, end: int, field: int, depth: int, what: str) -> int:
-  start = pos
-  if depth < 0:
-    raise ValueError(f"{what}: group {where(data, start)} nests too deeply")
-  while pos < end:
-    tag_pos = pos
-    tag, pos = read_tag(data, pos, end, what, True)
-    if tag & 7 == END_GROUP:
-      if tag >> 3 != field:
-        raise ValueError(
-            f"{what}: end-group tag for field {tag >> 3} {where(data, tag_pos)} closes "
-            f"a group of field {field}")
-      return pos
-    pos = skip_field(data, pos, end, tag, depth, what)
-  raise ValueError(f"{what}: group of field {field} {where(data, start)} is not terminated")
-
-
-def skip_message(data, pos: int, end: int, depth: int, what: str, children=None) -> None:
-  """Checks the wire structure of a message we do not decode (budget `depth` inside it).
-
-  `children` maps field numbers of nested message fields to their own `children`
-  maps, so their contents are checked (and charged to the budget) as protobuf does.
-  """
-  if depth < 0:
-    raise ValueError(f"{what}: message {where(data, pos)} nests too deeply")
-  while pos < end:
-    tag = data[pos]
-    if tag < 0x80:
-      check_tag(data, tag, pos, what)
-      pos += 1
-    else:
-      tag, pos = read_tag(data, pos, end, what)
-    if children and tag & 7 == LEN and (tag >> 3) in children:
-      sub, sub_end = read_length(data, pos, end, what)
-      skip_message(data, sub, sub_end, depth - 1, what, children[tag >> 3])
-      pos = sub_end
-    else:
-      pos = skip_field(data, pos, end, tag, depth, what)
-
-
-# ---------------------------------------------------------------------------
-# Scalar varint encoding (tags, lengths, keys, shapes).
-
-def varint_bytes(value: int) -> bytes:
-  """The varint encoding of a value already reduced to 0 <= value < 2**64."""
-  if value < 0x4000:
-    return _SHORT[value]
-  out = bytearray()
-  while value >= 0x80:
-    out.append((value & 0x7F) | 0x80)
-    value >>= 7
-  out.append(value)
-  return bytes(out)
-
-
-_SMALL = [bytes((i,)) for i in range(0x80)]
-# Every one- and two-byte varint (lengths, shapes, keys of up to 16 KiB): a
-# lookup costs a third of building one.
-_SHORT = _SMALL + [bytes((i & 0x7F | 0x80, i >> 7)) for i in range(0x80, 0x4000)]
-
+MASK64 = wire.MASK64
 
 # ---------------------------------------------------------------------------
 # Whole-array varints.
@@ -197,8 +22,8 @@ _SHORT = _SMALL + [bytes((i & 0x7F | 0x80, i >> 7)) for i in range(0x80, 0x4000)
 # 9- and 10-byte varints are handled separately.
 #
 # Small arrays, where the cost is the number of numpy calls rather than the
-# bytes they touch, take methods with fewer calls (`_encode_few`,
-# `_decode_few`): one row of 7-bit groups per value, or one shift per byte.
+# bytes they touch, take methods with fewer calls (`encode_few`,
+# `decode_few`): one row of 7-bit groups per value, or one shift per byte.
 
 _U64 = np.uint64
 _LOW56 = _U64((1 << 56) - 1)
@@ -214,15 +39,11 @@ _WORD = np.dtype("<u8")
 # 7 * k for byte k of a varint: where its group goes in the value.
 _SHIFT7 = np.arange(10, dtype=_U64) * _U64(7)
 _U64_0x80 = _U64(0x80)
-# Up to these sizes the small-array methods are faster (measured on 2 cores).
-_FEW_VALUES = 2048   # values to encode
-_FEW_BYTES = 3072    # bytes to decode
-_BYTE_INDEX = np.arange(_FEW_BYTES, dtype=np.intp)
-for _table in (_KEEP32, _KEEP64, _CONTINUE, _SHIFT7, _BYTE_INDEX):
+for _table in (_KEEP32, _KEEP64, _CONTINUE, _SHIFT7):
   _table.flags.writeable = False  # shared by every thread: read only
 
 
-def _varint_len(value: int) -> int:
+def varint_len(value: int) -> int:
   return max(1, (int(value).bit_length() + 6) // 7)
 
 
@@ -267,18 +88,11 @@ def _gather(words: np.ndarray, scratch: np.ndarray) -> None:
     np.bitwise_or(words, scratch, out=words)
 
 
-def encode_varints(values: np.ndarray) -> np.ndarray:
-  """Packed varint bytes of a 1-D uint64 array, as a fresh 1-D uint8 array."""
+def encode_words(values: np.ndarray, longest: int) -> np.ndarray:
+  """Packed varint bytes of a 1-D uint64 array whose longest varint is `longest`
+  (2 or more) bytes, as a fresh 1-D uint8 array: one word per value."""
   count = values.size
-  if count == 0:
-    return np.empty(0, np.uint8)
-  high = int(values.max())
-  if high < 0x80:
-    return values.astype(np.uint8)
-  longest = _varint_len(high)
-  if count <= _FEW_VALUES:
-    return _encode_few(values, longest)
-  uniform = _varint_len(int(values.min())) == longest
+  uniform = varint_len(int(values.min())) == longest
   words = values & _LOW56
   scratch = np.empty_like(words)
   _spread(words, scratch)
@@ -333,8 +147,8 @@ def encode_varints(values: np.ndarray) -> np.ndarray:
   return out[:total]
 
 
-def _encode_few(values: np.ndarray, longest: int) -> np.ndarray:
-  """encode_varints for a few values, the longest `longest` bytes: a few numpy calls."""
+def encode_few(values: np.ndarray, longest: int) -> np.ndarray:
+  """encode_words for a few values: fewer numpy calls, more bytes touched."""
   # Row i holds values[i] >> 7k in column k: byte k of its varint is that
   # group's low 7 bits, with the continuation bit set when a later group is
   # nonzero, that is when the column's value is 0x80 or more.  So the byte is
@@ -348,38 +162,13 @@ def _encode_few(values: np.ndarray, longest: int) -> np.ndarray:
   return out[present]
 
 
-def decode_varints(raw: np.ndarray, bits: int, what: str) -> np.ndarray:
-  """Decodes a packed run of varints (uint8 array) into a fresh uint32 or uint64 array.
+# A packed run of varints, decoded into a fresh uint32 or uint64 array: `bits`
+# is 32 (only the low 32 bits of each value are kept) or 64.  The run ends on a
+# complete varint (the caller checked); a varint longer than 10 bytes raises.
+# Bits beyond 64 in a 10th byte are dropped, as protobuf does.
 
-  `bits` is 32 (only the low 32 bits of each value are kept) or 64.  The run must
-  end on a complete varint and hold no varint longer than 10 bytes; bits beyond
-  64 in a 10th byte are dropped, as protobuf does.
-  """
-  out_type = np.uint32 if bits == 32 else np.uint64
-  size = raw.size
-  if size == 0:
-    return np.empty(0, out_type)
-  if raw.max() < 0x80:
-    return raw.astype(out_type)
-  last = raw < 0x80
-  if not last[-1]:
-    raise ValueError(f"{what}: packed varints end in the middle of a varint")
-  if size <= _FEW_BYTES:
-    return _decode_few(raw, last, bits, what)
-  count = int(np.count_nonzero(last))
-  width = size // count
-  if width * count == size and last[width - 1::width].all():
-    # Every varint is `width` bytes long: the words sit at a fixed stride.
-    if width > 10:
-      raise ValueError(f"{what}: a varint in a packed run is longer than 10 bytes")
-    return _decode_uniform(raw, count, width, bits)
-  ends = last.nonzero()[0]
-  del last  # (large: let its memory go before the next arrays)
-  return _decode_mixed(raw, ends, bits, what)
-
-
-def _decode_few(raw: np.ndarray, last: np.ndarray, bits: int, what: str) -> np.ndarray:
-  """decode_varints for a short run (at most _FEW_BYTES): a few numpy calls."""
+def decode_few(raw: np.ndarray, last: np.ndarray, bits: int, what: str) -> np.ndarray:
+  """A short run (`last`: raw < 0x80): a few numpy calls, a shift per byte."""
   ends = last.nonzero()[0]
   starts = np.empty_like(ends)
   starts[0] = 0
@@ -390,13 +179,15 @@ def _decode_few(raw: np.ndarray, last: np.ndarray, bits: int, what: str) -> np.n
     raise ValueError(f"{what}: a varint in a packed run is longer than 10 bytes")
   # Byte j of a varint holds bits 7j.. of its value (a 10th byte's bits beyond
   # 64 fall off the shift); OR-ing each varint's shifted bytes gives the value.
-  places = _SHIFT7.take(_BYTE_INDEX[:raw.size] - np.repeat(starts, lengths))
+  places = np.arange(raw.size, dtype=np.intp)
+  places -= np.repeat(starts, lengths)
+  places = _SHIFT7.take(places)
   values = np.bitwise_or.reduceat(np.left_shift(raw & 0x7F, places), starts)
   return values.astype(np.uint32) if bits == 32 else values
 
 
-def _decode_uniform(raw: np.ndarray, count: int, width: int, bits: int) -> np.ndarray:
-  """decode_varints for `count` varints of `width` bytes each."""
+def decode_uniform(raw: np.ndarray, count: int, width: int, bits: int) -> np.ndarray:
+  """`count` varints of `width` (at most 10) bytes each: one word per varint."""
   size = raw.size
   padded = np.zeros(size + 16, np.uint8)
   padded[:size] = raw
@@ -416,10 +207,12 @@ def _decode_uniform(raw: np.ndarray, count: int, width: int, bits: int) -> np.nd
   return words
 
 
-def _decode_mixed(raw: np.ndarray, ends: np.ndarray, bits: int, what: str) -> np.ndarray:
-  """decode_varints for a long run (more than 16 bytes) of varints of several lengths.
+def decode_mixed(raw: np.ndarray, ends: np.ndarray, bits: int, what: str,
+                 gather_by_take: bool) -> np.ndarray:
+  """A long run (more than 16 bytes) of varints of several lengths: one word per varint.
 
-  `ends` holds the index of each varint's last byte (a fresh array, reused here).
+  `ends` holds the index of each varint's last byte (a fresh array, reused
+  here).  `gather_by_take`: read the words with take() (see routes).
   """
   size = raw.size
   starts = np.empty_like(ends)
@@ -445,7 +238,7 @@ def _decode_mixed(raw: np.ndarray, ends: np.ndarray, bits: int, what: str) -> np
   starts[tail:] = size - word
   native = word_type.newbyteorder("=")
   at_every_byte = np.ndarray((size - word + 1,), word_type, raw, 0, (1,))
-  if size <= _TAKE_LIMIT[word]:
+  if gather_by_take:
     # take() first copies the overlapping words into a contiguous array
     # (`word` times the run's size): cheaper than indexing them in place while
     # that copy is small.
@@ -491,9 +284,6 @@ def _decode_mixed(raw: np.ndarray, ends: np.ndarray, bits: int, what: str) -> np
 
 
 _WORD32 = np.dtype("<u4")
-# Run sizes (bytes) up to which _decode_mixed gathers words with take(), by
-# word size (measured on 2 cores: beyond these the copy take() makes costs more).
-_TAKE_LIMIT = {4: 2 << 20, 8: 256 << 10}
 # Indexed by varint length - 1: the bits of a uint32 word that belong to the
 # varint (7 per byte, at most 4 bytes).
 _KEEP32_U4 = np.array([((1 << (8 * min(k + 1, 4))) - 1) & 0x7F7F7F7F for k in range(10)],
@@ -536,7 +326,7 @@ _ENDS = bytes(0x2E if i < 0x80 else 0x63 for i in range(256))
 def py_varint_bytes(value: int) -> bytes:
   """The varint of 0 <= value < 2**64, without a per-byte loop."""
   if value < 0x80:
-    return _SMALL[value]
+    return wire.ONE_BYTE[value]
   size = (value.bit_length() + 6) // 7
   for low, high, shift in _PY_SPREAD:
     value = (value & low) | ((value << shift) & high)

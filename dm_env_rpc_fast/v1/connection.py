@@ -155,21 +155,15 @@ class StreamReaderWriter(object):
     would end the stream), so what decoding raises is carried to the reader.
     """
     pending, self._decode_next = self._decode_next, None
-    if pending is None:
+    if pending is None or data[:1] != _STEP_RESPONSE_TAG:
       return data
-    zero_copy, out, on_ready = pending
-    if data[:1] != _STEP_RESPONSE_TAG:
-      result = data
-    else:
-      try:
-        result = _Decoded(codec.decode_step_response(data, zero_copy=zero_copy, out=out)
-                          if out is not None else
-                          codec.decode_step_response(data, zero_copy=zero_copy), None)
-      except Exception as e:  # pylint: disable=broad-except
-        result = _Decoded(None, e)
-    if on_ready is not None:
-      _call_quietly(on_ready)
-    return result
+    zero_copy, out = pending
+    try:
+      return _Decoded(codec.decode_step_response(data, zero_copy=zero_copy, out=out)
+                      if out is not None else
+                      codec.decode_step_response(data, zero_copy=zero_copy), None)
+    except Exception as e:  # pylint: disable=broad-except
+      return _Decoded(None, e)
 
   def write(self, request: dm_env_rpc_pb2.EnvironmentRequest):
     """Queues `request` for sending; returns at once."""
@@ -197,15 +191,16 @@ class StreamReaderWriter(object):
     `out` and `on_ready` are as for `Connection.start_step`.
     """
     if self._raw:
-      self._decode_next = (bool(zero_copy), out, on_ready)
+      self._decode_next = (bool(zero_copy), out)
       self._requests.put(data)
     else:
-      # A stream of messages: nothing runs on gRPC's thread for us, so the
-      # answer is ready as soon as it is read.
       self._decode_next = None
       self._requests.put(_EnvironmentRequest.FromString(data))
-      if on_ready is not None:
-        _call_quietly(on_ready)
+    # gRPC's Python stream receives a message only when it is read, so the
+    # arrival of an answer cannot be seen from here: the step counts as ready
+    # at once and read_step waits (see Connection.signals_readiness).
+    if on_ready is not None:
+      _call_quietly(on_ready)
 
   def read_step(self, zero_copy: bool, out=None) -> Tuple[int, Dict[int, object]]:
     """Blocks for the answer to `write_step`: `codec.decode_step_response` of it."""
@@ -276,6 +271,12 @@ class Connection(object):
     self._require_fast = choice == "shm"
     self._transport_note = "" if self._negotiate else f"transport {choice!r}" if raw else (
         "the stream is not grpc's own raw channel")
+
+  @property
+  def signals_readiness(self) -> bool:
+    """Whether `start_step`'s `on_ready` waits for the answer (True over shared
+    memory) or runs at once (False: over gRPC, or before the first step)."""
+    return self._fast is not None
 
   @property
   def transport(self) -> Optional[str]:
@@ -381,10 +382,12 @@ class Connection(object):
       actions, requested_observations, zero_copy: as for `send_step`.
       out: optional {uid: writable numpy array}: those observations are
         decoded straight into the given arrays (see `codec.decode_step_response`).
-      on_ready: optional callable, run once, on another thread or before
-        this method returns, when the answer has arrived (or the connection
-        failed), so that `finish_step` will not wait.  It must be quick and
-        must not call back into this connection; what it raises is logged.
+      on_ready: optional callable, run once when `finish_step` need not
+        wait: over the shared-memory channel, on another thread when the
+        answer has arrived (or the channel failed); over gRPC, before this
+        method returns, since gRPC's Python stream receives only when read
+        (`signals_readiness` says which).  It must be quick and must not call
+        back into this connection; what it raises is logged.
 
     Raises:
       ValueError: the connection is closed, a step is already in flight, or

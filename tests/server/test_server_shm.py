@@ -311,9 +311,23 @@ def test_server_errors_come_back_over_the_channel(large_server):
   conn.close()
 
 
+def test_on_ready_over_grpc_runs_at_once(large_server):
+  """gRPC's Python stream receives only when read: ready at once, finish_step waits."""
+  conn, env = _adaptor(large_server.address, transport="grpc")
+  env.reset()
+  calls = []
+  conn.start_step({1: np.int32(3)}, [1], on_ready=lambda: calls.append(1))
+  assert calls == [1] and not conn.signals_readiness
+  state, observations = conn.finish_step()
+  assert state == dm_env_rpc_pb2.RUNNING and 1 in observations
+  assert calls == [1]  # once
+  conn.close()
+
+
 def test_on_ready_fires_over_the_channel(large_server):
   conn, env = _adaptor(large_server.address)
   env.reset()
+  assert conn.signals_readiness
   ready = threading.Event()
   conn.start_step({1: np.int32(3)}, [1], on_ready=ready.set)
   assert ready.wait(10)

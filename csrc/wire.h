@@ -83,6 +83,8 @@ class Reader {
   const char* path() const { return path_; }
   void set_path(const char* path) { path_ = path; }
 
+  // The error texts here are the pure backend's too (codec/_pure/wire.py, and
+  // _common.where for the position): change them together.
   [[noreturn]] void fail(size_t at, const std::string& what) const {
     throw DecodeError(std::string(path_) + ": " + what + " at offset " + std::to_string(at) +
                       " (" + std::to_string(total_) + "-byte buffer)");

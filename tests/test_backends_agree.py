@@ -1,11 +1,15 @@
-"""The native and pure backends agree on everything: bytes, values, dtypes, shapes, flags, errors."""
+"""The native and pure backends agree on everything: bytes, values, dtypes, shapes, flags,
+errors (their types and their texts)."""
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from codec_reference import too_big_to_decode
 from dm_env_rpc_fast.v1.error import DmEnvRpcError
+import test_malformed
+from test_hostile import HOSTILE
 from test_malformed import ALL_VALID, EDITS, mutate
 from test_step_codec import UIDS, action_values
 from test_tensor_encode import NUMERIC, numeric_arrays
@@ -14,13 +18,14 @@ MANY = settings(max_examples=settings().max_examples * 5)
 
 
 def outcome(call):
-  """('ok', result) or ('raises', exception type, details)."""
+  """('ok', result) or ('raises', exception type, details): both backends must
+  agree on the type and the text (one error text per error, whatever the backend)."""
   try:
     return ("ok", call())
   except DmEnvRpcError as e:
     return ("raises", DmEnvRpcError, (e.code, e.message))
-  except Exception as e:  # the type is what both backends must agree on
-    return ("raises", type(e), None)
+  except Exception as e:  # pylint: disable=broad-except
+    return ("raises", type(e), str(e))
 
 
 def assert_same_value(a, b, buf=None, where=""):
@@ -67,6 +72,10 @@ DECODER_NAMES = ["decode_tensor", "decode_step_request", "decode_step_response"]
 
 def assert_decoders_agree(both, buf):
   assume(not too_big_to_decode(buf))  # (random shapes could ask for gigabytes)
+  decoders_agree(both, buf)
+
+
+def decoders_agree(both, buf):
   native, pure = both
   for name in DECODER_NAMES:
     for zero_copy in (False, True):
@@ -152,3 +161,45 @@ def test_odd_buffer_arguments(both_backends):
       except AssertionError as e:
         mismatches.append(f"{name}, {decoder}: {e}")
   assert not mismatches, "\n".join(mismatches)
+
+
+def _hand_written_malformed():
+  """The buffers of test_malformed's parametrised cases of bad wire structure."""
+  tests = [test_malformed.test_bad_length_prefixes, test_malformed.test_bad_tags,
+           test_malformed.test_eleven_byte_varints, test_malformed.test_wire_types_6_and_7,
+           test_malformed.test_field_number_zero, test_malformed.test_bad_groups,
+           test_malformed.test_bad_packed_runs]
+  bufs = []
+  for test in tests:
+    (mark,) = [m for m in test.pytestmark if m.name == "parametrize"]
+    bufs += [getattr(b, "values", (b,))[0] for b in mark.args[1]]
+  return bufs
+
+
+def _as_entries(buf):
+  return [buf, test_malformed.as_action(buf), test_malformed.as_observation(buf)]
+
+
+@pytest.mark.parametrize("buf", [b for buf in _hand_written_malformed() for b in _as_entries(buf)],
+                         ids=lambda b: b.hex()[:24])
+def test_malformed_corpus_same_errors(both_backends, buf):
+  """The hand-written malformed cases, alone and inside step messages: the same texts."""
+  decoders_agree(both_backends, buf)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_corpus_same_errors(both_backends, name):
+  decoders_agree(both_backends, HOSTILE[name][1])
+
+
+@pytest.mark.parametrize("buf", [
+    b"",  # no payload
+    bytes.fromhex("1200"),  # reset (request) / reset (response)
+    bytes.fromhex("1a00" + "1200"),  # step, then reset: the last payload wins
+    bytes.fromhex("7a00"),  # an unknown payload field
+], ids=["none", "reset", "step_then_reset", "unknown_field"])
+def test_wrong_payload_same_errors(both_backends, buf):
+  """Envelopes whose payload is not step: one text from both backends."""
+  native, pure = both_backends
+  for name in DECODER_NAMES[1:]:
+    assert_agree(lambda: getattr(native, name)(buf), lambda: getattr(pure, name)(buf))

@@ -434,5 +434,19 @@ def payload_name(envelope_descriptor, number: int) -> str:
   return field.name if field is not None else f"field {number}"
 
 
+def wrong_payload(envelope_descriptor, number: int) -> ValueError:
+  """The error for an EnvironmentRequest/Response whose payload is not step
+  (`number` 0: none), the same from both backends."""
+  name = envelope_descriptor.name
+  if not number:
+    return ValueError(f"{name} has no payload (expected step)")
+  return ValueError(f"{name} payload is {payload_name(envelope_descriptor, number)}, not step")
+
+
+def where(pos: int, size: int) -> str:
+  """Where a wire error is, as both backends say it (csrc/wire.h: Reader::fail)."""
+  return f"at offset {pos} ({size}-byte buffer)"
+
+
 REQUEST_DESCRIPTOR = dm_env_rpc_pb2.EnvironmentRequest.DESCRIPTOR
 RESPONSE_DESCRIPTOR = dm_env_rpc_pb2.EnvironmentResponse.DESCRIPTOR

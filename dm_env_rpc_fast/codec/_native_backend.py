@@ -150,11 +150,8 @@ def _envelope_fallback(message_class, buf, payload: int) -> None:
     raise ValueError(f"Malformed {descriptor.name}: {e}") from None
   if payload == _ERROR and descriptor is _common.RESPONSE_DESCRIPTOR:
     _common.raise_status(envelope.error.SerializeToString())
-  if not payload:
-    raise ValueError(f"{descriptor.name} has no payload (expected step)")
   if payload != _STEP:
-    found = _common.payload_name(descriptor, payload)
-    raise ValueError(f"{descriptor.name} payload is {found}, not step")
+    raise _common.wrong_payload(descriptor, payload)
 
 
 def _checked_again(result):

@@ -182,6 +182,21 @@ def protobuf_tensor_parts(data):
 def varint_array(data, runs, packed: bool, kind: int) -> np.ndarray:
   """The elements of a varint payload (its non-empty byte `runs` of `data`, each
   ending on a complete varint; `packed`: none came unpacked) as a fresh array."""
+  try:
+    return _varint_array(data, runs, packed, kind)
+  except ValueError:
+    _raise_run_error(data, runs, kind)
+    raise
+
+
+def _raise_run_error(data, runs, kind: int) -> None:
+  """Raises the error of the first bad varint in `runs`, by the wire reader (as
+  the native backend gives it), for an error path whose route found one."""
+  for start, end in runs:
+    wire.check_varint_run(data, start, end, _WHAT[kind])
+
+
+def _varint_array(data, runs, packed: bool, kind: int) -> np.ndarray:
   if len(runs) == 1:
     start, end = runs[0]
     if PROTOBUF_C and end - start <= PB_DECODE_MAX_BYTES:
@@ -194,11 +209,19 @@ def varint_array(data, runs, packed: bool, kind: int) -> np.ndarray:
       return _python_varints(data, runs, kind)
   elif not packed:
     return _python_varints(data, runs, kind)
-  return joined_varint_array(data, runs, kind)
+  return _joined_varint_array(data, runs, kind)
 
 
 def joined_varint_array(data, runs, kind: int) -> np.ndarray:
   """varint_array of the runs joined (a view for a single run), with no Python route."""
+  try:
+    return _joined_varint_array(data, runs, kind)
+  except ValueError:
+    _raise_run_error(data, runs, kind)
+    raise
+
+
+def _joined_varint_array(data, runs, kind: int) -> np.ndarray:
   if len(runs) == 1:
     start, end = runs[0]
     raw = np.frombuffer(data, np.uint8, end - start, start)
@@ -213,7 +236,7 @@ def joined_varint_array(data, runs, kind: int) -> np.ndarray:
 
 def read_uids(data, pos: int, end: int, out: list) -> None:
   """Appends the UIDs of a packed run of requested observations to `out`."""
-  what = "StepRequest.requested_observations"
+  what = "EnvironmentRequest.step.requested_observations"
   if end - pos <= PYTHON_DECODE_MAX_BYTES:
     read = wire.read_varint
     while pos < end:
@@ -221,7 +244,11 @@ def read_uids(data, pos: int, end: int, out: list) -> None:
       out.append(uid)
   else:
     raw = np.frombuffer(data, np.uint8, end - pos, pos)
-    out.extend(decode_varints(raw, 64, what).tolist())
+    try:
+      out.extend(decode_varints(raw, 64, what).tolist())
+    except ValueError:
+      wire.check_varint_run(data, pos, end, what)
+      raise
 
 
 def decode_varints(raw: np.ndarray, bits: int, what: str) -> np.ndarray:

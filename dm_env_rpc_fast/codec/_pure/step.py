@@ -141,28 +141,36 @@ def encode_step_response_into(out, state: int, observations: Mapping[int, object
 # ---------------------------------------------------------------------------
 # Decoding.
 
-def _walk_entry(data, pos: int, end: int, depth: int, what: str):
-  """A map<uint64, Tensor> entry: (key, byte spans of the value, had unknown fields)."""
-  if depth < 0:
-    raise ValueError(f"{what}: map entry {wire.where(data, pos)} nests too deeply")
+def _walk_entry(data, pos: int, end: int, depth: int, what: str, entry):
+  """A map<uint64, Tensor> entry: (key, byte spans of the value, had unknown fields).
+
+  `entry` is (map path, entry number), for errors in its value.
+  """
   key = 0
   spans = []
   unknown = False
-  while pos < end:
-    tag = data[pos]
-    if tag < 0x80:
-      wire.check_tag(data, tag, pos, what)
-      pos += 1
-    else:
-      tag, pos = wire.read_tag(data, pos, end, what)
-    if tag == 0x08:
-      key, pos = wire.read_varint(data, pos, end, what)
-    elif tag == 0x12:
-      start, pos = wire.read_length(data, pos, end, what)
-      spans.append((start, pos))
-    else:
-      unknown = True
-      pos = wire.skip_field(data, pos, end, tag, depth, what)
+  try:
+    while pos < end:
+      tag = data[pos]
+      if tag < 0x80:
+        wire.check_tag(data, tag, pos, what)
+        pos += 1
+      else:
+        tag, pos = wire.read_tag(data, pos, end, what)
+      if tag == 0x08:
+        key, pos = wire.read_varint(data, pos, end, what)
+      elif tag == 0x12:
+        at = pos
+        start, pos = wire.read_length(data, pos, end, what)
+        wire.check_depth(data, at, depth - 1, what)
+        spans.append((start, pos))
+      else:
+        unknown = True
+        pos = wire.skip_field(data, pos, end, tag, depth, what)
+  except ValueError:
+    for span in spans:  # (the native backend reads each value as it meets it)
+      _tensor.check_value(data, span, depth - 1, entry)
+    raise
   return key, spans, unknown
 
 
@@ -173,11 +181,10 @@ def _walk_step(data, pos: int, end: int, depth: int, zero_copy: bool, step: dict
   `step` holds "tensors" ({uid: loaded tensor}), and "requested" (a list of
   UIDs) or "state".
   """
-  name = "StepRequest" if is_request else "StepResponse"
+  name = "EnvironmentRequest.step" if is_request else "EnvironmentResponse.step"
   map_name = name + (".actions" if is_request else ".observations")
-  if depth < 0:
-    raise ValueError(f"{name}: message {wire.where(data, pos)} nests too deeply")
   tensors = step["tensors"]
+  entries = 0
   while pos < end:
     tag = data[pos]
     if tag < 0x80:
@@ -186,23 +193,32 @@ def _walk_step(data, pos: int, end: int, depth: int, zero_copy: bool, step: dict
     else:
       tag, pos = wire.read_tag(data, pos, end, name)
     if tag == (0x0A if is_request else 0x12):
+      at = pos
       start, pos = wire.read_length(data, pos, end, name)
-      key, spans, unknown = _walk_entry(data, start, pos, depth - 1, map_name)
+      wire.check_depth(data, at, depth - 1, name)
+      entry = (map_name, entries)
+      entries += 1
+      key, spans, unknown = _walk_entry(data, start, pos, depth - 1, map_name, entry)
       # Every entry is checked, even one a later entry for the same key replaces.
       # (A tensor decoded into a caller's array is copied from a view of the wire.)
-      loaded = _tensor.load_tensor(data, spans, depth - 2, f"{map_name}[{key}]",
-                            zero_copy or (into is not None and into.get(key) is not None))
+      loaded = _tensor.load_tensor(
+          data, spans, depth - 2, zero_copy or (into is not None and into.get(key) is not None),
+          entry)
       # protobuf (upb) keeps an entry with unknown fields (a wrong wire type
       # for key or value included) as an unknown field of the message, not in the map.
-      if not unknown:
+      if unknown:
+        if type(loaded[1]) is _tensor.ObjectSpans:
+          step["unchecked"] = True  # (protobuf checks its strings: see _walk_envelope)
+      else:
+        old = tensors.get(key)
+        if old is not None and type(old[1]) is _tensor.ObjectSpans:
+          step["unchecked"] = True
         tensors[key] = loaded
     elif is_request and tag == 0x12:
       start, pos = wire.read_length(data, pos, end, name)
       if pos > start:
-        if data[pos - 1] >= 0x80:
-          raise ValueError(
-              f"{name}.requested_observations: packed run {wire.where(data, start)} ends "
-              "in the middle of a varint")
+        if data[pos - 1] >= 0x80:  # (ends in the middle of a varint)
+          wire.check_varint_run(data, start, pos, name + ".requested_observations")
         routes.read_uids(data, start, pos, step["requested"])
     elif is_request and tag == 0x10:
       uid, pos = wire.read_varint(data, pos, end, name)
@@ -260,7 +276,7 @@ def _walk_envelope(buf, zero_copy: bool, is_request: bool, into=None):
         other_spans.append(data[start:pos])
     else:
       pos = wire.skip_field(data, pos, end, tag, 100, name)
-  if saw_other:
+  if saw_other or step is not None and "unchecked" in step:
     _check_with_protobuf(data, is_request)
   return payload, step, other_spans
 
@@ -276,11 +292,6 @@ def _check_with_protobuf(data, is_request: bool) -> None:
 
 def _finish_tensors(tensors: Dict) -> Dict[int, object]:
   return {uid: _tensor.finish(flat, shape) for uid, (flat, shape) in tensors.items()}
-
-
-def _wrong_payload(descriptor, payload: int, wanted: str):
-  found = _common.payload_name(descriptor, payload) if payload else "no payload"
-  return ValueError(f"Expected a {wanted} payload but found {found}")
 
 
 def decode_step_request(buf, *, zero_copy: bool = False) -> Tuple[Dict[int, object], List[int]]:
@@ -302,7 +313,7 @@ def decode_step_request(buf, *, zero_copy: bool = False) -> Tuple[Dict[int, obje
   """
   payload, step, _ = _walk_envelope(buf, zero_copy, True)
   if payload != _STEP:
-    raise _wrong_payload(_common.REQUEST_DESCRIPTOR, payload, "step")
+    raise _common.wrong_payload(_common.REQUEST_DESCRIPTOR, payload)
   return _finish_tensors(step["tensors"]), step["requested"]
 
 
@@ -337,7 +348,7 @@ def decode_step_response(buf, *, zero_copy: bool = False,
   if payload == _ERROR:
     _common.raise_status(b"".join(other_spans))
   if payload != _STEP:
-    raise _wrong_payload(_common.RESPONSE_DESCRIPTOR, payload, "step")
+    raise _common.wrong_payload(_common.RESPONSE_DESCRIPTOR, payload)
   if into is None:
     return step["state"], _finish_tensors(step["tensors"])
   data = wire.as_bytes(buf)

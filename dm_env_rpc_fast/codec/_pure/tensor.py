@@ -32,7 +32,7 @@ _VARINT_KINDS = frozenset((INT32, INT64, UINT32, UINT64, BOOL))
 _WHAT = {kind: "Tensor." + name for kind, name in _common.KIND_NAMES.items()}
 _PAYLOAD_TAG = {kind: bytes((kind << 3 | 2,)) for kind in _common.KIND_NAMES}
 # Nested messages inside string and proto payloads: ProtoArray.array is an Any.
-_OBJECT_CHILDREN = {STRING: None, PROTO: {1: None}}
+_OBJECT_CHILDREN = {STRING: None, PROTO: {1: ("Tensor.protos.array", None)}}
 _INT32_MAX = (1 << 31) - 1
 
 # The kind of every numeric dtype in native byte order, for arrays that need no
@@ -234,8 +234,6 @@ def _walk_array(data, pos: int, end: int, depth: int, kind: int, runs: list) -> 
   unpacked.
   """
   what = _WHAT[kind]
-  if depth < 0:
-    raise ValueError(f"{what}: message {wire.where(data, pos)} nests too deeply")
   packed = True
   unpacked_tag = 8 | _UNPACKED_WIRE_TYPE.get(kind, 2)
   while pos < end:
@@ -246,6 +244,7 @@ def _walk_array(data, pos: int, end: int, depth: int, kind: int, runs: list) -> 
     else:
       tag, pos = wire.read_tag(data, pos, end, what)
     if tag == 0x0A:
+      at = pos
       start, pos = wire.read_length(data, pos, end, what)
       if kind == INT8 or kind == UINT8:
         runs[:] = [(start, pos)]
@@ -253,11 +252,10 @@ def _walk_array(data, pos: int, end: int, depth: int, kind: int, runs: list) -> 
         if kind <= DOUBLE:
           if (pos - start) % (4 if kind == FLOAT else 8):
             raise ValueError(
-                f"{what}: packed run of {pos - start} bytes {wire.where(data, start)} "
-                f"is not a whole number of {'floats' if kind == FLOAT else 'doubles'}")
-        elif data[pos - 1] >= 0x80:
-          raise ValueError(
-              f"{what}: packed run {wire.where(data, start)} ends in the middle of a varint")
+                f"{what}: packed run of {pos - start} bytes is not a multiple of "
+                f"{4 if kind == FLOAT else 8} {wire.where(data, at)}")
+        elif data[pos - 1] >= 0x80:  # (ends in the middle of a varint)
+          wire.check_varint_run(data, start, pos, what)
         runs.append((start, pos))
     elif tag == unpacked_tag:
       start = pos
@@ -267,6 +265,20 @@ def _walk_array(data, pos: int, end: int, depth: int, kind: int, runs: list) -> 
     else:
       pos = wire.skip_field(data, pos, end, tag, depth, what)
   return packed
+
+
+def raise_first_run_error(data, kind: int, runs, shape_runs) -> None:
+  """Raises the error of the first bad varint, in wire order, among the payload's
+  runs (varint kinds) and the shape's, if any.
+
+  For error paths: the native backend reads every varint as it meets it, so
+  such an error comes before any later one; the walk leaves them to decoding.
+  """
+  checks = [(start, end, "Tensor.shape") for start, end in shape_runs]
+  if kind in _VARINT_KINDS:
+    checks += [(start, end, _WHAT[kind]) for start, end in runs]
+  for start, end, path in sorted(checks):
+    wire.check_varint_run(data, start, end, path)
 
 
 def _walk_tensor(data, spans, depth: int, what: str):
@@ -282,47 +294,49 @@ def _walk_tensor(data, spans, depth: int, what: str):
   packed = True
   shape_runs = []
   has_object = False
-  for pos, end in spans:
-    while pos < end:
-      tag = data[pos]
-      if tag < 0x80:
-        if tag < 8 or tag & 7 > 5:
-          wire.check_tag(data, tag, pos, what)
-        pos += 1
-      else:
-        tag, pos = wire.read_tag(data, pos, end, what)
-      if tag & 7 == 2:
-        start, sub_end = wire.read_length(data, pos, end, what)
-        field = tag >> 3
-        if field <= 11:
-          if field != kind:
-            if kind in _VARINT_KINDS and runs:
-              # protobuf still parsed the payload this one replaces.
-              routes.joined_varint_array(data, runs, kind)
-            kind = field
-            runs = []
-            packed = True
-          if field >= STRING:
-            has_object = True
-            wire.skip_message(data, start, sub_end, depth - 1, _WHAT[field],
-                               _OBJECT_CHILDREN[field])
-          elif not _walk_array(data, start, sub_end, depth - 1, field, runs):
-            packed = False
-        elif field == 15 and sub_end > start:
-          if data[sub_end - 1] >= 0x80:
-            raise ValueError(
-                f"Tensor.shape: packed run {wire.where(data, start)} ends in the middle "
-                "of a varint")
-          shape_runs.append((start, sub_end))
-        pos = sub_end
-      elif tag == 0x78:
-        start = pos
-        pos = wire.read_varint(data, pos, end, what)[1]
-        shape_runs.append((start, pos))
-      else:
-        pos = wire.skip_field(data, pos, end, tag, depth, what)
+  try:
+    for pos, end in spans:
+      while pos < end:
+        tag = data[pos]
+        if tag < 0x80:
+          if tag < 8 or tag & 7 > 5:
+            wire.check_tag(data, tag, pos, what)
+          pos += 1
+        else:
+          tag, pos = wire.read_tag(data, pos, end, what)
+        if tag & 7 == 2:
+          start, sub_end = wire.read_length(data, pos, end, what)
+          field = tag >> 3
+          if field <= 11:
+            wire.check_depth(data, pos, depth - 1, what)
+            if field != kind:
+              if kind in _VARINT_KINDS and runs:
+                # protobuf still parsed the payload this one replaces.
+                routes.joined_varint_array(data, runs, kind)
+              kind = field
+              runs = []
+              packed = True
+            if field >= STRING:
+              has_object = True
+              wire.skip_message(data, start, sub_end, depth - 1, _WHAT[field],
+                                 _OBJECT_CHILDREN[field])
+            elif not _walk_array(data, start, sub_end, depth - 1, field, runs):
+              packed = False
+          elif field == 15 and sub_end > start:
+            if data[sub_end - 1] >= 0x80:  # (ends in the middle of a varint)
+              wire.check_varint_run(data, start, sub_end, "Tensor.shape")
+            shape_runs.append((start, sub_end))
+          pos = sub_end
+        elif tag == 0x78:
+          start = pos
+          pos = wire.read_varint(data, pos, end, what)[1]
+          shape_runs.append((start, pos))
+        else:
+          pos = wire.skip_field(data, pos, end, tag, depth, what)
+  except ValueError:
+    raise_first_run_error(data, kind, runs, shape_runs)
+    raise
   return kind, runs, packed, shape_runs, has_object
-
 
 
 def _varint_scalar(data, pos: int, end: int, kind: int):
@@ -436,7 +450,7 @@ def _parse_usual_layout(data, pos: int, end: int, zero_copy: bool):
   if kind is None:
     return None
   what = _WHAT[kind]
-  sub, pos = wire.read_length(data, pos + 1, end, what)
+  sub, pos = wire.read_length(data, pos + 1, end, "Tensor")
   if sub < pos:
     if data[sub] != 0x0A:
       return None
@@ -450,7 +464,7 @@ def _parse_usual_layout(data, pos: int, end: int, zero_copy: bool):
   else:
     if data[pos] != 0x7A:
       return None
-    dims, pos = wire.read_length(data, pos + 1, end, "Tensor.shape")
+    dims, pos = wire.read_length(data, pos + 1, end, "Tensor")
     if pos != end:
       return None
     shape = list(data[dims:pos])
@@ -490,36 +504,74 @@ def _parse_usual_layout(data, pos: int, end: int, zero_copy: bool):
   return _payload_array(data, kind, runs, True, zero_copy), shape
 
 
-def load_tensor(data, spans, depth: int, what: str, zero_copy: bool):
+def load_tensor(data, spans, depth: int, zero_copy: bool, entry=None):
   """Checks one Tensor's bytes as protobuf would and extracts its parts.
 
   Returns (flat, shape) for numeric payloads, (None, message) for string and
   proto payloads, (None, None) for no payload.  Only wire errors are raised
-  here; shape and dtype errors wait for `finish`.
+  here, prefixed with the map entry's path when `entry` is (map path, entry
+  number); shape and dtype errors wait for `finish`.
   """
   if len(spans) == 1:
-    fast = _parse_usual_layout(data, spans[0][0], spans[0][1], zero_copy)
+    try:
+      fast = _parse_usual_layout(data, spans[0][0], spans[0][1], zero_copy)
+    except ValueError:  # (the walk raises it, in the walk's order)
+      fast = None
     if fast is not None:
       return fast
-  return _walk_and_load(data, spans, depth, what, zero_copy)
+  return _walk_and_load(data, spans, depth, zero_copy, entry)
 
 
-def _walk_and_load(data, spans, depth: int, what: str, zero_copy: bool):
+def _walk_and_load(data, spans, depth: int, zero_copy: bool, entry=None):
   """load_tensor for a Tensor that is not laid out as `_parse_usual_layout` expects."""
-  kind, runs, packed, shape_runs, has_object = _walk_tensor(data, spans, depth, what)
-  if has_object:
-    return None, _common.parse_tensor([data[start:end] for start, end in spans])
-  shape = _shape(data, shape_runs) if shape_runs else []
+  try:
+    kind, runs, packed, shape_runs, has_object = _walk_tensor(data, spans, depth, "Tensor")
+    if not has_object:
+      try:
+        shape = _shape(data, shape_runs) if shape_runs else []
+        flat = _payload_array(data, kind, runs, packed, zero_copy) if kind else None
+      except ValueError:  # (a bad varint: the first in wire order, as csrc reads them)
+        raise_first_run_error(data, kind, runs, shape_runs)
+        raise
+  except ValueError as e:
+    if entry is None:
+      raise
+    raise entry_error(entry, e) from None
+  if has_object:  # (parsed by protobuf when finished, as the native backend does)
+    return None, ObjectSpans(data[start:end] for start, end in spans)
   if not kind:
     return None, None
-  return _payload_array(data, kind, runs, packed, zero_copy), shape
+  return flat, shape
+
+
+def entry_error(entry, error: ValueError) -> ValueError:
+  """A wire error inside a map entry's value, with the entry's path (as csrc gives it)."""
+  path, number = entry
+  return ValueError(f"{path}[entry {number}].value: {error}")
+
+
+def check_value(data, span, depth: int, entry) -> None:
+  """Walks one value span of a map entry on its own: raises its first wire error, if any.
+
+  For error paths: the native backend reads each value as it meets it, so an
+  error there comes before one later in the entry.
+  """
+  try:
+    _walk_tensor(data, (span,), depth, "Tensor")
+  except ValueError as e:
+    raise entry_error(entry, e) from None
+
+
+class ObjectSpans(tuple):
+  """The bytes of a Tensor with a string or proto payload, for protobuf to parse
+  once the whole message has passed the wire checks."""
 
 
 def finish(flat, shape):
   if flat is None:
     if shape is None:
       raise TypeError("Tensor has no payload: cannot tell its dtype")
-    return _common.unpack_tensor_message(shape)
+    return _common.unpack_tensor_message(_common.parse_tensor(shape))
   if not shape:
     if not flat.ndim:
       return flat  # already a numpy scalar (from _parse_usual_layout)
@@ -582,9 +634,7 @@ def decode_tensor(buf, *, zero_copy: bool = False, out=None):
   if out is not None:
     data = wire.as_bytes(buf)
     end = len(data)
-    loaded = _parse_usual_layout(data, 0, end, True)
-    if loaded is None:
-      loaded = _walk_and_load(data, ((0, end),), 100, "Tensor", True)
+    loaded = load_tensor(data, ((0, end),), 100, True)
     return write_into(check_into(None, loaded, out, data))
   data = buf if type(buf) is bytes else wire.as_bytes(buf)
   end = len(data)
@@ -599,9 +649,12 @@ def decode_tensor(buf, *, zero_copy: bool = False, out=None):
     if len(shape) == 1 and shape[0] == flat.shape[0] != 1:
       return flat
     return finish(flat, shape)
-  fast = _parse_usual_layout(data, 0, end, zero_copy)
+  try:
+    fast = _parse_usual_layout(data, 0, end, zero_copy)
+  except ValueError:  # (the walk raises it, in the walk's order)
+    fast = None
   if fast is None:
-    fast = _walk_and_load(data, ((0, end),), 100, "Tensor", zero_copy)
+    fast = _walk_and_load(data, ((0, end),), 100, zero_copy)
   flat, shape = fast
   if flat is not None and len(shape) == 1 and shape[0] == flat.shape[0] != 1:
     return flat  # (finish's commonest case)
@@ -618,7 +671,7 @@ def check_into(uid, loaded, target, data):
   if flat is None:
     if shape is None:
       raise TypeError("Tensor has no payload: cannot tell its dtype")
-    value = _common.unpack_tensor_message(shape)
+    value = _common.unpack_tensor_message(_common.parse_tensor(shape))
     if target is not None:
       _common.store_decoded(uid, value, target, data, False)
     return uid, target, data, value, None

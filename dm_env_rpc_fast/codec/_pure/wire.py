@@ -9,6 +9,8 @@ field 0 and wire types 6/7 rejected, lengths below 2**31, groups skipped within
 a nesting budget.
 """
 
+from dm_env_rpc_fast.codec import _common
+
 MASK64 = (1 << 64) - 1
 MASK32 = (1 << 32) - 1
 
@@ -16,7 +18,7 @@ VARINT, FIXED64, LEN, START_GROUP, END_GROUP, FIXED32 = range(6)
 
 
 def where(data, pos: int) -> str:
-  return f"at offset {pos} (buffer of {len(data)} bytes)"
+  return _common.where(pos, len(data))
 
 
 def read_varint(data, pos: int, end: int, what: str):
@@ -32,8 +34,8 @@ def read_varint(data, pos: int, end: int, what: str):
       return result & MASK64, pos
     shift += 7
     if shift == 70:
-      raise ValueError(f"{what}: varint {where(data, start)} is longer than 10 bytes")
-  raise ValueError(f"{what}: varint {where(data, start)} runs past the end of its message")
+      raise ValueError(f"{what}: varint longer than 10 bytes {where(data, start)}")
+  raise ValueError(f"{what}: truncated varint {where(data, start)}")
 
 
 def read_tag(data, pos: int, end: int, what: str, in_group: bool = False):
@@ -47,7 +49,7 @@ def read_tag(data, pos: int, end: int, what: str, in_group: bool = False):
   shift = 0
   while True:
     if pos >= end:
-      raise ValueError(f"{what}: tag {where(data, start)} runs past the end of its message")
+      raise ValueError(f"{what}: truncated tag {where(data, start)}")
     b = data[pos]
     pos += 1
     result |= (b & 0x7F) << shift
@@ -55,9 +57,9 @@ def read_tag(data, pos: int, end: int, what: str, in_group: bool = False):
       break
     shift += 7
     if shift == 35:
-      raise ValueError(f"{what}: tag {where(data, start)} is longer than 5 bytes")
+      raise ValueError(f"{what}: tag longer than 5 bytes {where(data, start)}")
   if result > MASK32:
-    raise ValueError(f"{what}: tag {where(data, start)} does not fit 32 bits")
+    raise ValueError(f"{what}: tag does not fit 32 bits {where(data, start)}")
   if result & 7 > 5 or (result < 8 and not in_group):
     check_tag(data, result, start, what)
   return result, pos
@@ -66,9 +68,9 @@ def read_tag(data, pos: int, end: int, what: str, in_group: bool = False):
 def check_tag(data, tag: int, pos: int, what: str) -> None:
   """Raises unless the tag's wire type is valid and (outside groups) its field is not 0."""
   if tag & 7 > 5:
-    raise ValueError(f"{what}: invalid wire type {tag & 7} in tag {where(data, pos)}")
+    raise ValueError(f"{what}: invalid wire type {tag & 7} {where(data, pos)}")
   if tag < 8:
-    raise ValueError(f"{what}: field number 0 in tag {where(data, pos)}")
+    raise ValueError(f"{what}: field number 0 {where(data, pos)}")
 
 
 def read_length(data, pos: int, end: int, what: str):
@@ -101,8 +103,7 @@ def _read_long_length(data, pos: int, end: int, what: str):
   shift = 0
   while True:
     if pos >= end:
-      raise ValueError(
-          f"{what}: length prefix {where(data, start)} runs past the end of its message")
+      raise ValueError(f"{what}: truncated length prefix {where(data, start)}")
     b = data[pos]
     pos += 1
     length |= (b & 0x7F) << shift
@@ -110,13 +111,13 @@ def _read_long_length(data, pos: int, end: int, what: str):
       break
     shift += 7
     if shift == 35:
-      raise ValueError(f"{what}: length prefix {where(data, start)} is longer than 5 bytes")
+      raise ValueError(f"{what}: length prefix longer than 5 bytes {where(data, start)}")
   if length >= 1 << 31:
-    raise ValueError(f"{what}: length {length} {where(data, start)} is 2 GiB or more")
+    raise ValueError(f"{what}: length {length} is 2 GiB or more {where(data, start)}")
   if pos + length > end:
+    enclosing = "the buffer" if end == len(data) else f"its enclosing message (offset {end})"
     raise ValueError(
-        f"{what}: length {length} {where(data, start)} runs past the end of its "
-        f"message (which ends at offset {end})")
+        f"{what}: length {length} runs past the end of {enclosing} {where(data, start)}")
   return pos, pos + length
 
 
@@ -133,40 +134,37 @@ def skip_field(data, pos: int, end: int, tag: int, depth: int, what: str) -> int
   if wire_type == FIXED32 or wire_type == FIXED64:
     size = 4 if wire_type == FIXED32 else 8
     if pos + size > end:
-      raise ValueError(
-          f"{what}: fixed{size * 8} value {where(data, pos)} runs past the end of its message")
+      raise ValueError(f"{what}: truncated fixed-width value {where(data, pos)}")
     return pos + size
   if wire_type == START_GROUP:
     return _skip_group(data, pos, end, tag >> 3, depth - 1, what)
   # END_GROUP here has no START_GROUP to close.
-  raise ValueError(f"{what}: end-group tag {where(data, pos)} without a matching start")
+  raise ValueError(f"{what}: end-group tag without a matching start-group {where(data, pos)}")
 
 
 def _skip_group(data, pos: int, end: int, field: int, depth: int, what: str) -> int:
   start = pos
   if depth < 0:
-    raise ValueError(f"{what}: group {where(data, start)} nests too deeply")
+    raise ValueError(f"{what}: nesting deeper than 100 levels {where(data, start)}")
   while pos < end:
     tag_pos = pos
     tag, pos = read_tag(data, pos, end, what, True)
     if tag & 7 == END_GROUP:
       if tag >> 3 != field:
         raise ValueError(
-            f"{what}: end-group tag for field {tag >> 3} {where(data, tag_pos)} closes "
-            f"a group of field {field}")
+            f"{what}: end-group tag does not match its start-group {where(data, tag_pos)}")
       return pos
     pos = skip_field(data, pos, end, tag, depth, what)
-  raise ValueError(f"{what}: group of field {field} {where(data, start)} is not terminated")
+  raise ValueError(f"{what}: unterminated group {field} {where(data, start)}")
 
 
 def skip_message(data, pos: int, end: int, depth: int, what: str, children=None) -> None:
   """Checks the wire structure of a message we do not decode (budget `depth` inside it).
 
-  `children` maps field numbers of nested message fields to their own `children`
-  maps, so their contents are checked (and charged to the budget) as protobuf does.
+  `children` maps field numbers of nested message fields to (their path, their
+  own `children`), so their contents are checked (and charged to the budget) as
+  protobuf does.
   """
-  if depth < 0:
-    raise ValueError(f"{what}: message {where(data, pos)} nests too deeply")
   while pos < end:
     tag = data[pos]
     if tag < 0x80:
@@ -175,11 +173,30 @@ def skip_message(data, pos: int, end: int, depth: int, what: str, children=None)
     else:
       tag, pos = read_tag(data, pos, end, what)
     if children and tag & 7 == LEN and (tag >> 3) in children:
+      at = pos
       sub, sub_end = read_length(data, pos, end, what)
-      skip_message(data, sub, sub_end, depth - 1, what, children[tag >> 3])
+      check_depth(data, at, depth - 1, what)
+      path, grandchildren = children[tag >> 3]
+      skip_message(data, sub, sub_end, depth - 1, path, grandchildren)
       pos = sub_end
     else:
       pos = skip_field(data, pos, end, tag, depth, what)
+
+
+def check_depth(data, pos: int, depth: int, what: str) -> None:
+  """Raises if entering a nested message (its length prefix at `pos`) leaves budget `depth` < 0."""
+  if depth < 0:
+    raise ValueError(f"{what}: nesting deeper than 100 levels {where(data, pos)}")
+
+
+def check_varint_run(data, pos: int, end: int, what: str) -> None:
+  """Reads a packed run of varints one by one: raises the first error in it, if any.
+
+  For error paths only: the decoders check runs faster, and this gives their
+  error the position and text the native backend gives (it reads runs this way).
+  """
+  while pos < end:
+    pos = read_varint(data, pos, end, what)[1]
 
 
 # ---------------------------------------------------------------------------
@@ -211,6 +228,9 @@ def as_bytes(buf):
     view = memoryview(buf)
   except ValueError:  # e.g. a released memoryview
     raise TypeError("decode needs a readable C-contiguous buffer") from None
+  except TypeError:  # (the text of the buffer protocol's own error, as the native backend gives)
+    raise TypeError(
+        f"a bytes-like object is required, not '{type(buf).__name__}'") from None
   if not view.c_contiguous:
     raise TypeError("decode needs a readable C-contiguous buffer")
   if view.format != "B" or view.ndim != 1:

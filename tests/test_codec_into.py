@@ -215,8 +215,14 @@ def test_decode_step_response_into_equals_decode(codec, observations, state, dat
     return
   zero_copy = data.draw(st.booleans())
   plain = outcome(lambda: codec.decode_step_response(buf, zero_copy=zero_copy))
-  if plain[0] == "raises":  # (e.g. an empty Tensor): the same error, whatever out holds
-    assert outcome(lambda: codec.decode_step_response(buf, out={1: np.zeros(1)})) == plain
+  if plain[0] == "raises":  # (e.g. an empty Tensor): out= cannot make it decode
+    # With several faults (an empty Tensor and a target that does not fit),
+    # the first met in wire order is raised, so the error may be the target's;
+    # tests/test_backends_agree.py holds both backends to the same one.
+    got = outcome(lambda: codec.decode_step_response(buf, out={1: np.zeros(1)}))
+    assert got[0] == "raises" and got[1] in (TypeError, ValueError), got
+    if got != plain:
+      assert got[2].startswith("out[1] (observation 1)"), got
     return
   plain_state, plain = plain[1]
   numeric = sorted(uid for uid, v in plain.items()

@@ -88,7 +88,8 @@ _WHAT = {kind: "Tensor." + name for kind, name in _common.KIND_NAMES.items()}
 _Tensor = dm_env_rpc_pb2.Tensor
 PB_FIELDS = {kind: _common.KIND_NAMES[kind] for kind in (INT32, INT64, UINT32, UINT64, BOOL)}
 _KIND_OF_FIELD = {name: kind for kind, name in PB_FIELDS.items()}
-_PB_VARINT_TAGS = frozenset(kind << 3 | 2 for kind in PB_FIELDS)
+# The first bytes of Tensors that may take protobuf_tensor_parts (varint payloads).
+VARINT_PAYLOAD_TAGS = frozenset(kind << 3 | 2 for kind in PB_FIELDS)
 _PB_ARRAYS = {
     INT32: dm_env_rpc_pb2.Tensor.Int32Array,
     INT64: dm_env_rpc_pb2.Tensor.Int64Array,
@@ -166,7 +167,7 @@ def protobuf_tensor_parts(data):
   """(flat, shape) of a whole Tensor parsed by protobuf, or None when it takes our
   walk: too big, not a varint payload first, all one-byte (the walk is cheaper),
   no compiled protobuf, or protobuf refuses the bytes (the walk then says why)."""
-  if not (0 < len(data) <= PB_TENSOR_MAX_BYTES and data[0] in _PB_VARINT_TAGS and PROTOBUF_C) or (
+  if not (0 < len(data) <= PB_TENSOR_MAX_BYTES and data[0] in VARINT_PAYLOAD_TAGS and PROTOBUF_C) or (
       type(data) is bytes and data.isascii()):
     return None
   try:

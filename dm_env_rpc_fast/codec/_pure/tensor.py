@@ -43,6 +43,11 @@ _ARRAY_KINDS = {dtype: kind for kind, dtype in _DTYPES.items() if kind < STRING}
 # ---------------------------------------------------------------------------
 # Encoding.
 
+# (bound once: these run on every encode and decode)
+_encode_route, _PROTOBUF, _PYTHON = routes.encode_route, routes.PROTOBUF, routes.PYTHON
+_protobuf_tensor_parts, _VARINT_PAYLOAD_TAGS = routes.protobuf_tensor_parts, routes.VARINT_PAYLOAD_TAGS
+
+
 def _shape_bytes(shape) -> bytes:
   if max(shape) < 0x80:
     return bytes(shape)
@@ -58,12 +63,12 @@ def _tensor_parts(kind: int, array: np.ndarray, shape) -> Tuple[List, int]:
   """The wire bytes of a numeric Tensor as a list of buffers, and their total size."""
   flat = array.ravel()  # C-contiguous: copies only a non-contiguous array
   size = flat.size
-  route = routes.encode_route(kind, size)
-  if route is routes.PROTOBUF:
+  route = _encode_route(kind, size)
+  if route is _PROTOBUF:
     encoded, data = routes.protobuf_tensor(kind, flat.tolist(), shape)
     if encoded is not None:
       return [encoded], len(encoded)
-  elif route is routes.PYTHON:
+  elif route is _PYTHON:
     encoded = _encode_in_python(kind, flat, shape)
     return [encoded], len(encoded)
   elif kind in _VARINT_KINDS:
@@ -643,7 +648,7 @@ def decode_tensor(buf, *, zero_copy: bool = False, out=None):
     value = _scalar(data, end)
     if value is not None:
       return value
-  parts = routes.protobuf_tensor_parts(data)
+  parts = _protobuf_tensor_parts(data) if end and data[0] in _VARINT_PAYLOAD_TAGS else None
   if parts is not None:
     flat, shape = parts
     if len(shape) == 1 and shape[0] == flat.shape[0] != 1:

@@ -431,6 +431,12 @@ class EnvironmentServicer:
     try:
       for data in request_iterator:
         yield session.handle(data)
+    except grpc.RpcError as e:
+      # The client cancelled or went away: the stream is over.  gRPC keeps
+      # the error it raised in the call's state, and the error's traceback
+      # holds this frame and gRPC's own, a reference cycle that keeps the
+      # call (and its socket) until the garbage collector runs; drop it.
+      e.__traceback__ = None
     finally:
       session.end()
 

@@ -102,6 +102,35 @@ _STEP_RESPONSE_TAG = bytes((
     dm_env_rpc_pb2.EnvironmentResponse.DESCRIPTOR.fields_by_name["step"].number << 3 | 2,))
 
 
+class _StepDecoder:
+  """gRPC's response deserializer for a raw stream: decodes a step's answer on
+  gRPC's thread, passes every other response through as bytes.
+
+  `pending` says how to decode the next response if it is a step's:
+  (zero_copy, out), or None.  `write_step` sets it; one request is in flight
+  at a time, so the response it meets is that step's.  It must neither raise
+  nor return None (either would end the stream), so what decoding raises is
+  carried to the reader.
+  """
+
+  __slots__ = ("pending",)
+
+  def __init__(self):
+    self.pending = None
+
+  def __call__(self, data: bytes):
+    pending, self.pending = self.pending, None
+    if pending is None or data[:1] != _STEP_RESPONSE_TAG:
+      return data
+    zero_copy, out = pending
+    try:
+      return _Decoded(codec.decode_step_response(data, zero_copy=zero_copy, out=out)
+                      if out is not None else
+                      codec.decode_step_response(data, zero_copy=zero_copy), None)
+    except Exception as e:  # pylint: disable=broad-except
+      return _Decoded(None, e)
+
+
 class _Decoded:
   """A step response decoded on gRPC's thread: the result, or what it raised."""
 
@@ -138,36 +167,20 @@ class StreamReaderWriter(object):
                metadata: Optional[Metadata] = None):
     self._raw = getattr(stub, "raw", False) is True
     self._requests = queue.SimpleQueue()
-    # How to decode the next response if it is a step (the zero_copy flag),
-    # or None: set by write_step, read by _deserialize on gRPC's thread.  One
-    # request is in flight at a time, so the response it meets is that step's.
-    self._decode_next: Optional[bool] = None
+    # The deserializer is an object of its own, not a bound method: the gRPC
+    # call holds it, and a bound method would make the call and this object a
+    # reference cycle, which some grpcio releases (1.64) leave holding the
+    # call's socket until the garbage collector runs.
+    self._decoder = _StepDecoder()
     if isinstance(stub, _RawEnvironmentStub):
       self._stream = stub.Process(iter(self._requests.get, None), metadata=metadata,
-                                  response_deserializer=self._deserialize)
+                                  response_deserializer=self._decoder)
     else:
       self._stream = stub.Process(iter(self._requests.get, None), metadata=metadata)
 
-  def _deserialize(self, data: bytes):
-    """gRPC's response deserializer: decodes a step's answer, passes the rest.
-
-    Runs on gRPC's thread and must neither raise nor return None (either
-    would end the stream), so what decoding raises is carried to the reader.
-    """
-    pending, self._decode_next = self._decode_next, None
-    if pending is None or data[:1] != _STEP_RESPONSE_TAG:
-      return data
-    zero_copy, out = pending
-    try:
-      return _Decoded(codec.decode_step_response(data, zero_copy=zero_copy, out=out)
-                      if out is not None else
-                      codec.decode_step_response(data, zero_copy=zero_copy), None)
-    except Exception as e:  # pylint: disable=broad-except
-      return _Decoded(None, e)
-
   def write(self, request: dm_env_rpc_pb2.EnvironmentRequest):
     """Queues `request` for sending; returns at once."""
-    self._decode_next = None
+    self._decoder.pending = None
     self._requests.put(request.SerializeToString() if self._raw else request)
 
   def read(self) -> dm_env_rpc_pb2.EnvironmentResponse:
@@ -177,7 +190,7 @@ class StreamReaderWriter(object):
 
   def write_bytes(self, data: bytes):
     """Queues a serialised `EnvironmentRequest` for sending."""
-    self._decode_next = None
+    self._decoder.pending = None
     self._requests.put(data if self._raw else _EnvironmentRequest.FromString(data))
 
   def read_bytes(self) -> bytes:
@@ -191,10 +204,10 @@ class StreamReaderWriter(object):
     `out` and `on_ready` are as for `Connection.start_step`.
     """
     if self._raw:
-      self._decode_next = (bool(zero_copy), out)
+      self._decoder.pending = (bool(zero_copy), out)
       self._requests.put(data)
     else:
-      self._decode_next = None
+      self._decoder.pending = None
       self._requests.put(_EnvironmentRequest.FromString(data))
     # gRPC's Python stream receives a message only when it is read, so the
     # arrival of an answer cannot be seen from here: the step counts as ready
@@ -210,7 +223,7 @@ class StreamReaderWriter(object):
         raise response.error
       return response.result
     # Not decoded on gRPC's thread: an error answer, or a stream of messages.
-    self._decode_next = None
+    self._decoder.pending = None
     if not self._raw:
       response = response.SerializeToString()
     if out is not None:

@@ -59,8 +59,12 @@ def main():
 
   tmp = pathlib.Path(tempfile.mkdtemp())
   port_file = tmp / "port"
-  server = subprocess.Popen([sys.executable, "-m", "dm_env_rpc_fast", "serve", "--port-file",
-                             str(port_file)], stderr=subprocess.DEVNULL)
+  server_log = tmp / "server.log"
+  status = 0
+  # The server's stderr goes to a file, with faulthandler on: a crash leaves a traceback.
+  with open(server_log, "wb") as log:
+    server = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "dm_env_rpc_fast",
+                               "serve", "--port-file", str(port_file)], stderr=log)
   try:
     deadline = time.monotonic() + 60
     while not port_file.exists():
@@ -103,7 +107,7 @@ def main():
           f"{'' if shm_after == shm_before else ' (CHANGED)'}")
     if server.poll() is not None:
       print("the server died")
-      return 1
+      status = 1
     settled, last = rows[0], rows[-1]
     grew = []
     for who, index in (("client", 1), ("server", 2)):
@@ -118,13 +122,23 @@ def main():
     if shm_after != shm_before:
       grew.append("/dev/shm changed")
     print("grew: " + "; ".join(grew) if grew else "nothing grew")
-    return 1 if grew else 0
+    if grew:
+      status = 1
   finally:
-    server.send_signal(signal.SIGTERM)
-    try:
-      server.wait(10)
-    except subprocess.TimeoutExpired:
-      server.kill()
+    if server.poll() is None:
+      server.send_signal(signal.SIGTERM)
+      try:
+        server.wait(10)
+      except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+        print("the server did not stop within 10 s of SIGTERM")
+        status = 1
+    if server.returncode not in (0, -signal.SIGTERM):
+      print(f"the server exited with {server.returncode}; its log ({server_log}) ends:")
+      print(server_log.read_text(errors="replace")[-3000:])
+      status = 1
+  return status
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ server:
               out (a view of the server's region), nothing decoded.
   shm_fast    dm_env_rpc_fast's DmEnvAdaptor.step, transport="shm".
   shm_fast_zc the same with zero_copy=True.
+  pingpong    a 16-byte packet to another Python process and back over a
+              Unix SOCK_SEQPACKET socketpair, no memory, no server: the
+              floor of any channel that wakes its peer through a socket, as
+              this one does twice a step (the cost of waking a sleeping
+              process, which on a virtual machine can dwarf the rest).
   memcpy      one copy of the observation's bytes, no server at all: the
               limit of the channel, which moves them once in the server
               (encode) and, by default, once in the client (decode).
@@ -69,7 +74,7 @@ from dm_env_rpc_fast.v1 import tensor_utils
 
 PROCESS_METHOD = "/dm_env_rpc.v1.Environment/Process"
 CLIENTS = ("ceiling", "raw_ours", "raw_copy", "fast", "fast_zc", "upstream",
-           "shm_raw", "shm_fast", "shm_fast_zc", "memcpy")
+           "shm_raw", "shm_fast", "shm_fast_zc", "pingpong", "memcpy")
 GRPC_CLIENTS = CLIENTS[:6]
 SHM_CLIENTS = CLIENTS[6:]
 CLIENT_TITLES = {
@@ -82,11 +87,12 @@ CLIENT_TITLES = {
     "shm_raw": "raw bytes through the shared-memory channel -> our server",
     "shm_fast": "dm_env_rpc_fast DmEnvAdaptor, shared-memory channel",
     "shm_fast_zc": "dm_env_rpc_fast DmEnvAdaptor, shared-memory channel, zero_copy=True",
+    "pingpong": "a 16-byte ping-pong with another process over a Unix socket (no server)",
     "memcpy": "one memcpy of the observation (no server)",
 }
 SERVER_OF = {"ceiling": "pre-serialised", "raw_ours": "ours", "raw_copy": "ours", "fast": "ours",
              "fast_zc": "ours", "upstream": "ours", "shm_raw": "ours", "shm_fast": "ours",
-             "shm_fast_zc": "ours", "memcpy": None}
+             "shm_fast_zc": "ours", "pingpong": None, "memcpy": None}
 OBSERVATION = "obs_0"
 
 # The case the server-cost and client targets are judged on.
@@ -263,6 +269,46 @@ class ShmRawClient:
     self._connection.close()
 
 
+_ECHO = """
+import socket, sys
+peer = socket.socket(fileno=int(sys.argv[1]))
+while True:
+  packet = peer.recv(64)
+  if not packet:
+    break
+  peer.send(packet)
+"""
+
+
+class PingPongClient:
+  """A 16-byte packet to an echoing child process and back (SOCK_SEQPACKET)."""
+
+  def __init__(self):
+    import socket  # pylint: disable=import-outside-toplevel
+    self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+      self._child = subprocess.Popen([sys.executable, "-c", _ECHO, str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()])
+    except BaseException:
+      self._sock.close()
+      raise
+    finally:
+      theirs.close()
+    self.packet = b"dm_env_rpc_fast!"
+
+  def step(self) -> bytes:
+    self._sock.send(self.packet)
+    return self._sock.recv(64)
+
+  def close(self) -> None:
+    self._sock.close()  # the child sees the end and exits
+    try:
+      self._child.wait(5)
+    except subprocess.TimeoutExpired:
+      self._child.kill()
+      self._child.wait()
+
+
 class MemcpyClient:
   """One copy of the observation's bytes into the same preallocated array."""
 
@@ -324,6 +370,13 @@ def _check_same(expected: bytes) -> Callable[[bytes], None]:
     if data != expected:
       raise cases_lib.CheckFailed(f"the pre-serialised server answered {len(data)} bytes that are "
                                   f"not the {len(expected)} it was given")
+  return check
+
+
+def _check_echo(expected: bytes) -> Callable[[bytes], None]:
+  def check(data):
+    if data != expected:
+      raise cases_lib.CheckFailed(f"the echo process sent back {data!r}, not {expected!r}")
   return check
 
 
@@ -463,6 +516,12 @@ class ClientSet:
           Call(shm_raw.step, lambda view: check(bytes(view))), ours.cpu_seconds)
     except Exception as e:  # pylint: disable=broad-except
       self.members["shm_raw"] = Unavailable("FAILED", f"{type(e).__name__}: {e}")
+    try:
+      pingpong = self._keep(PingPongClient())
+      self.members["pingpong"] = timing.Member(
+          Call(pingpong.step, _check_echo(pingpong.packet)), None)
+    except Exception as e:  # pylint: disable=broad-except
+      self.members["pingpong"] = Unavailable("FAILED", f"{type(e).__name__}: {e}")
     memcpy = self._keep(MemcpyClient(expected))
     self.members["memcpy"] = timing.Member(
         Call(memcpy.step, lambda copied: cases_lib.check_array(copied, expected)), None)

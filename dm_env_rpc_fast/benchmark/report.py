@@ -252,7 +252,7 @@ def _indent(lines: List[str]) -> List[str]:
 _E2E_COLUMNS = {"ceiling": "ceiling", "raw_ours": "raw->ours", "raw_copy": "raw+copy",
                 "fast": "fast", "fast_zc": "fast zc", "upstream": "upstream",
                 "shm_raw": "shm raw", "shm_fast": "shm fast", "shm_fast_zc": "shm fast zc",
-                "memcpy": "memcpy"}
+                "pingpong": "ping-pong", "memcpy": "memcpy"}
 
 
 def e2e_table(cases: Sequence["e2e.E2ECase"], passes: int) -> List[str]:
@@ -312,8 +312,10 @@ def shm_table(cases: Sequence["e2e.E2ECase"]) -> List[str]:
     table.append(line)
   title = ("Same host, shared-memory channel (transport \"shm\", the default where both ends "
            "are dm_env_rpc_fast):\n  steps/s, median of the passes; (x) the gRPC ceiling's "
-           "steps/s, paired; memcpy = one copy of the\n  observation, no server; 'of memcpy' = "
-           "observation bytes/s against memcpy's, paired")
+           "steps/s, paired; ping-pong = a 16-byte packet to another\n  process and back over a "
+           "Unix socket, the wake-up floor of the channel (no memory, no server); memcpy = one\n"
+           "  copy of the observation, no server; 'of memcpy' = observation bytes/s against "
+           "memcpy's, paired")
   lines = [title, ""] + ["  " + line for line in _table(table, "l" + "r" * (len(head) - 1))]
   return lines + _indent(notes.lines())
 
@@ -328,6 +330,11 @@ def shm_target_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
     verdict = "met" if ratio >= e2e.SHM_SPEEDUP_TARGET else "NOT met"
     out.append(f"  {case.label}: DmEnvAdaptor over shared memory >= "
                f"{e2e.SHM_SPEEDUP_TARGET:g}x the gRPC ceiling's steps/s: {fmt_ratio(ratio)}  {verdict}")
+    if verdict != "met":
+      bounds = [f"{_E2E_COLUMNS[name]} {fmt_ratio(case.of_ceiling(name))}"
+                for name in ("shm_raw", "pingpong") if case.of_ceiling(name) is not None]
+      if bounds:
+        out.append(f"    (bounds in this run, x the ceiling: {', '.join(bounds)})")
   dtype, shape = e2e.SHM_BANDWIDTH_CASE
   case = next((c for c in cases if c.dtype == dtype and tuple(c.shape) == shape), None)
   if case is not None:
@@ -519,6 +526,8 @@ def plot(path: str, codec_rows, cases, env) -> None:
     ax = fig.add_subplot(grid[nrows - 1, :])
     ordered = sorted(cases, key=lambda c: c.response_bytes or 0)
     for name in e2e.CLIENTS:
+      if name == "pingpong":
+        continue  # moves no observation
       points = [(c.response_bytes, c.steps_per_s(name) * c.response_bytes / 1e6)
                 for c in ordered if c.response_bytes and c.steps_per_s(name)]
       if points:

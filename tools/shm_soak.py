@@ -15,6 +15,7 @@ thousand cycles (allocators and gRPC settle in that time).
 import argparse
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,10 @@ def main():
       print(f"the server exited with {server.returncode}; its log ({server_log}) ends:")
       print(server_log.read_text(errors="replace")[-3000:])
       status = 1
+  if status == 0:
+    shutil.rmtree(tmp, ignore_errors=True)
+  else:
+    print(f"kept {tmp} (the server's log)")
   return status
 
 

@@ -55,6 +55,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -284,7 +285,6 @@ class PingPongClient:
   """A 16-byte packet to an echoing child process and back (SOCK_SEQPACKET)."""
 
   def __init__(self):
-    import socket  # pylint: disable=import-outside-toplevel
     self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
       self._child = subprocess.Popen([sys.executable, "-c", _ECHO, str(theirs.fileno())],

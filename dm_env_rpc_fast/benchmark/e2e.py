@@ -37,8 +37,8 @@ server:
   pingpong    a 16-byte packet to another Python process and back over a
               Unix SOCK_SEQPACKET socketpair, no memory, no server: the
               floor of any channel that wakes its peer through a socket, as
-              this one does twice a step (the cost of waking a sleeping
-              process, which on a virtual machine can dwarf the rest).
+              this one does twice a step: the gap up to shm_raw is the
+              channel's and the server's own work.
   memcpy      one copy of the observation's bytes, no server at all: the
               limit of the channel, which moves them once in the server
               (encode) and, by default, once in the client (decode).

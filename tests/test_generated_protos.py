@@ -6,6 +6,7 @@ import pathlib
 import pytest
 from google.protobuf import descriptor_pb2
 
+from dm_env_rpc_fast._proto import dm_env_rpc_pb2 as generated_dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2, dm_env_rpc_pb2_grpc
 from dm_env_rpc_fast.shm import channel_pb2
 from dm_env_rpc_fast.v1.extensions import properties_pb2
@@ -119,7 +120,17 @@ def test_grpc_module_process_method():
   assert callable(dm_env_rpc_pb2_grpc.add_EnvironmentServicer_to_server)
 
 
+def test_v1_serves_the_generated_messages_themselves():
+  """v1.dm_env_rpc_pb2 re-exports _proto's module: every public name, the same objects."""
+  public = {name for name in vars(generated_dm_env_rpc_pb2) if not name.startswith("_")}
+  assert public == {name for name in vars(dm_env_rpc_pb2) if not name.startswith("_")}
+  for name in public:
+    assert getattr(dm_env_rpc_pb2, name) is getattr(generated_dm_env_rpc_pb2, name), name
+  assert dm_env_rpc_pb2.Tensor is generated_dm_env_rpc_pb2.Tensor
+  assert dm_env_rpc_pb2.DESCRIPTOR is generated_dm_env_rpc_pb2.DESCRIPTOR
+
+
 def test_generated_modules_import_our_package_not_upstreams():
-  for path in (ROOT / "dm_env_rpc_fast" / "v1").rglob("*_pb2*.py"):
+  for path in (ROOT / "dm_env_rpc_fast").rglob("*_pb2*.py"):
     text = path.read_text()
     assert "from dm_env_rpc.v1" not in text and "import dm_env_rpc.v1" not in text, path

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Regenerates the committed *_pb2 / *_pb2_grpc modules from protos/.
 
+Each module goes beside its proto's path under dm_env_rpc_fast/ (protos/dm_env_rpc/X
+to dm_env_rpc_fast/X), except those DESTINATIONS moves: dm_env_rpc_pb2 is
+written to dm_env_rpc_fast/_proto/, below the codec.
+
 The committed modules set the package's floors (protobuf >= gencode version,
 grpcio >= GRPC_GENERATED_VERSION), so they are made with one pinned
 grpcio-tools release.  Run it in any environment that has that release:
@@ -28,6 +32,10 @@ PROTO_ROOT = ROOT / "protos"
 PACKAGE = ROOT / "dm_env_rpc_fast"
 PROTOS = ["dm_env_rpc/v1/dm_env_rpc.proto", "dm_env_rpc/v1/extensions/properties.proto",
           "dm_env_rpc_fast/shm/channel.proto"]
+# Modules written somewhere other than their proto's directory, by path under
+# dm_env_rpc_fast/.  dm_env_rpc's messages go below the codec, which needs
+# them; v1/dm_env_rpc_pb2.py, written by hand, serves them under upstream's name.
+DESTINATIONS = {"v1/dm_env_rpc_pb2.py": "_proto/dm_env_rpc_pb2.py"}
 
 
 def include_dirs():
@@ -56,7 +64,7 @@ def relocate(text):
 
 
 def generate(out_dir):
-    """Writes the relocated modules under out_dir/dm_env_rpc_fast/v1; returns their paths."""
+    """Writes the relocated modules under out_dir/dm_env_rpc_fast; returns their paths there."""
     raw = pathlib.Path(out_dir) / "raw"
     raw.mkdir()
     protoc([f"--python_out={raw}", f"--grpc_python_out={raw}",
@@ -68,6 +76,7 @@ def generate(out_dir):
         if top == "dm_env_rpc_fast" and src.name.endswith("_pb2_grpc.py"):
             continue  # our own protos define messages only, no service
         rel = src.relative_to(raw / top)
+        rel = pathlib.Path(DESTINATIONS.get(rel.as_posix(), rel))
         dst = pathlib.Path(out_dir) / "dm_env_rpc_fast" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_text(relocate(src.read_text()))

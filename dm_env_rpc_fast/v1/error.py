@@ -1,42 +1,14 @@
-"""The exception raised when an environment answers a request with an error."""
+"""The exception raised when an environment answers a request with an error.
 
-from typing import Iterable
+`DmEnvRpcError` is defined in `dm_env_rpc_fast._proto.error`, below the codec,
+which raises it; this module is where it is imported from.
+"""
 
-from google.protobuf import any_pb2
-from google.rpc import status_pb2
+# dm_env_rpc's error module has these names too, and its tests use them
+# (message_utils_test reads error.status_pb2).
+from typing import Iterable  # noqa: F401
 
+from google.protobuf import any_pb2  # noqa: F401
+from google.rpc import status_pb2  # noqa: F401
 
-class DmEnvRpcError(Exception):
-  """An error reported by the environment, wrapping its google.rpc.Status.
-
-  Attributes:
-    code: the google.rpc.Code value (int).
-    message: the environment's message (str).
-    details: the status details (Any messages).
-  """
-
-  def __init__(self, status_proto: status_pb2.Status):
-    super().__init__()
-    self._status_proto = status_proto
-
-  @property
-  def code(self) -> int:
-    return self._status_proto.code
-
-  @property
-  def message(self) -> str:
-    return self._status_proto.message
-
-  @property
-  def details(self) -> Iterable[any_pb2.Any]:
-    return self._status_proto.details
-
-  def __str__(self):
-    return str(self._status_proto)
-
-  def __repr__(self):
-    return f"DmEnvRpcError(code={self.code}, message={self.message})"
-
-  def __reduce__(self):
-    # Keep the status through pickling (multiprocessing, concurrent.futures).
-    return (DmEnvRpcError, (self._status_proto,))
+from dm_env_rpc_fast._proto.error import DmEnvRpcError  # noqa: F401

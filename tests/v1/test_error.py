@@ -41,3 +41,11 @@ def test_pickle_round_trip():
   assert type(restored) is error.DmEnvRpcError
   assert (restored.code, restored.message) == (5, "no such world")
   assert list(restored.details) == list(_status().details)
+
+
+def test_one_class_named_by_v1():
+  """The codec raises the class defined below it; v1.error serves that very class."""
+  from dm_env_rpc_fast._proto import error as defined
+  assert error.DmEnvRpcError is defined.DmEnvRpcError
+  assert error.DmEnvRpcError.__module__ == "dm_env_rpc_fast.v1.error"
+  assert b"dm_env_rpc_fast.v1.error" in pickle.dumps(error.DmEnvRpcError(_status()))

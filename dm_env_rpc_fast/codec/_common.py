@@ -17,8 +17,8 @@ from google.protobuf import any_pb2
 from google.protobuf import message as _message
 from google.rpc import status_pb2
 
-from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
-from dm_env_rpc_fast.v1 import error as _error
+from dm_env_rpc_fast._proto import dm_env_rpc_pb2
+from dm_env_rpc_fast._proto import error as _error
 
 # Payload kinds.  A kind is the Tensor payload field number, which is also the
 # DataType enum value (FLOAT = 1 ... PROTO = 11).

@@ -12,8 +12,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 from google.protobuf import message as _message
 
 from dm_env_rpc_fast import _native
+from dm_env_rpc_fast._proto import dm_env_rpc_pb2
 from dm_env_rpc_fast.codec import _common
-from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
 NAME = "native"
 

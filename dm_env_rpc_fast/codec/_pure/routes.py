@@ -17,10 +17,10 @@ from google.protobuf import message as protobuf_message
 from google.protobuf.internal import api_implementation
 import numpy as np
 
+from dm_env_rpc_fast._proto import dm_env_rpc_pb2
 from dm_env_rpc_fast.codec import _common
 from dm_env_rpc_fast.codec._pure import varints
 from dm_env_rpc_fast.codec._pure import wire
-from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
 INT32, INT64, UINT32, UINT64, BOOL = (
     _common.INT32, _common.INT64, _common.UINT32, _common.UINT64, _common.BOOL)

@@ -7,11 +7,11 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from dm_env_rpc_fast._proto import dm_env_rpc_pb2
 from dm_env_rpc_fast.codec import _common
 from dm_env_rpc_fast.codec._pure import routes
 from dm_env_rpc_fast.codec._pure import tensor as _tensor
 from dm_env_rpc_fast.codec._pure import wire
-from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
 _INT32_MAX = (1 << 31) - 1
 

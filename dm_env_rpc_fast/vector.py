@@ -76,7 +76,6 @@ from google.rpc import code_pb2
 import numpy as np
 
 from dm_env_rpc_fast import codec
-from dm_env_rpc_fast.codec import _common
 from dm_env_rpc_fast.v1 import connection as connection_lib
 from dm_env_rpc_fast.v1 import dm_env_adaptor
 from dm_env_rpc_fast.v1 import dm_env_flatten_utils
@@ -527,7 +526,7 @@ class VectorEnv:
       if type(value) is np.ndarray and value.dtype == np_dtype and np_dtype.kind in "biuf":
         array = value  # the spec's dtype already (the common case): nothing to cast
       else:
-        _, array, shape = _common.prepare(value, data_type)
+        _, array, shape = codec.prepare(value, data_type)
         array = array.reshape(shape)
       shape = array.shape
       if shape[:1] != (n,) or (shape[1:] != spec_shape and not dm_env_adaptor._shape_matches(  # pylint: disable=protected-access

@@ -25,7 +25,7 @@ import numpy as np
 from google.protobuf import any_pb2
 from google.protobuf import message as pb_message
 
-from dm_env_rpc_fast.codec import _common
+from dm_env_rpc_fast import codec as live_codec
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
 
 U64 = (1 << 64) - 1
@@ -231,7 +231,7 @@ def reference_bytes(value, dtype=None, try_compress=False) -> bytes:
 # Decoding: upstream's unpack_tensor, restated.
 
 # The codec refuses broadcasts of more bytes than this (see dm_env_rpc_fast.codec).
-MAX_BROADCAST_BYTES = _common.MAX_BROADCAST_BYTES
+MAX_BROADCAST_BYTES = live_codec.MAX_BROADCAST_BYTES
 
 # Results bigger than this are not built by the tests (a one-element payload
 # with a large shape broadcasts, and a mutated shape can ask for gigabytes).

@@ -75,6 +75,16 @@ def test_proto_source_imports_nothing_else_of_the_package():
   assert not bad, "_proto is the ground floor:\n" + "\n".join(bad)
 
 
+def test_the_rest_of_the_package_uses_the_codecs_public_names():
+  def private_codec_module(module):
+    parts = module.split(".")
+    return parts[:2] == ["dm_env_rpc_fast", "codec"] and len(parts) > 2 and parts[2].startswith("_")
+
+  bad = [found for found in _violations(PACKAGE, private_codec_module)
+         if not found.startswith("dm_env_rpc_fast/codec/")]
+  assert not bad, "outside codec/, use dm_env_rpc_fast.codec's public names:\n" + "\n".join(bad)
+
+
 def test_the_checker_sees_relative_and_nested_imports(tmp_path):
   """The source checks above would pass vacuously if imported_modules missed imports."""
   source = tmp_path / "dm_env_rpc_fast" / "codec" / "_pure" / "m.py"

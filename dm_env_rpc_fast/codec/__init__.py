@@ -23,6 +23,15 @@ Functions:
       else writes nothing (grow the buffer and call again)
   decode_step_response(buf, *, zero_copy=False, out=None) -> (state, observations)
 
+The rules under encode_tensor, for code that applies them without encoding
+(the v1 modules, the server, vector):
+  prepare(value, dtype=None, try_compress=False) -> (kind, array, shape)
+      upstream's pack_tensor rules: the payload kind (a DataType value, FLOAT = 1
+      ... PROTO = 11), the elements as a native-order array (one element when
+      compressed), and the shape to send
+  kind_of(dtype) -> int       the payload kind of a numpy dtype (TypeError if none)
+  pack_any(message) -> Any    a message packed into an Any (an Any itself as is)
+
 Decoding into preallocated arrays (``out=``): ``decode_tensor`` takes an array,
 ``decode_step_response`` a mapping {uid: array}; each tensor whose target is
 given is written into it (typically ``batch[i]``, a row of an (N, ...) array)
@@ -77,6 +86,10 @@ encode_step_response = _backend.encode_step_response
 encode_step_response_into = _backend.encode_step_response_into
 decode_step_response = _backend.decode_step_response
 
+prepare = _common.prepare
+kind_of = _common.kind_of
+pack_any = _common.pack_any
+
 MAX_BROADCAST_BYTES: int = _common.MAX_BROADCAST_BYTES
 RUNNING = _common.RUNNING
 TERMINATED = _common.TERMINATED
@@ -85,6 +98,6 @@ INTERRUPTED = _common.INTERRUPTED
 __all__ = [
     "BACKEND", "encode_tensor", "decode_tensor", "encode_step_request",
     "decode_step_request", "encode_step_response", "encode_step_response_into",
-    "decode_step_response",
+    "decode_step_response", "prepare", "kind_of", "pack_any",
     "RUNNING", "TERMINATED", "INTERRUPTED", "MAX_BROADCAST_BYTES",
 ]

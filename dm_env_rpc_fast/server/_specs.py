@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from dm_env import specs
 import numpy as np
 
-from dm_env_rpc_fast.codec import _common
+from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_spec_utils
 
@@ -200,7 +200,7 @@ def _leaf(uid: int, name: str, path: Tuple, spec: specs.Array) -> Leaf:
     return Leaf(uid, name, path, spec, dm_env_rpc_pb2.DataType.STRING, None, shape, None, None)
   dtype = np.dtype(spec.dtype)
   try:
-    kind = _common.kind_of(dtype)
+    kind = codec.kind_of(dtype)
   except TypeError:
     raise SpecError(f"{name!r} has dtype {dtype}, which dm_env_rpc cannot carry") from None
   minimum = maximum = None

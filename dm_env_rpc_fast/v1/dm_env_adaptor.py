@@ -20,7 +20,7 @@ import dm_env
 import immutabledict
 import numpy as np
 
-from dm_env_rpc_fast.codec import _common
+from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.v1 import connection as dm_env_rpc_connection
 from dm_env_rpc_fast.v1 import dm_env_flatten_utils
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
@@ -98,7 +98,7 @@ class _FastSpecs:
         # Already the spec's numeric dtype: nothing to cast (the common case).
         shape, array = value.shape, value
       else:
-        _, array, shape = _common.prepare(value, self.dtype[uid])
+        _, array, shape = codec.prepare(value, self.dtype[uid])
         array = array.reshape(shape)
       if not _shape_matches(shape, self.shape[uid]):
         raise _shape_error(name, shape, self.shape[uid])

@@ -16,7 +16,6 @@ from typing import Optional, Type, Union
 import numpy as np
 
 from dm_env_rpc_fast import codec
-from dm_env_rpc_fast.codec import _common
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
 _DataType = dm_env_rpc_pb2.DataType
@@ -140,7 +139,7 @@ class _ProtoPacker(Packer):
 
   def pack(self, proto, value):
     getattr(proto, self._name).array.extend(
-        [_common.pack_any(item) for item in np.asarray(value).ravel()])
+        [codec.pack_any(item) for item in np.asarray(value).ravel()])
 
   def unpack(self, proto):
     return np.array(getattr(proto, self._name).array, self._np_type)
@@ -363,6 +362,6 @@ def pack_tensor(
     ValueError: `value` is jagged, mixes element types, holds objects that are
       not protobuf messages, or cannot be cast to `dtype`.
   """
-  # The codec applies upstream's casting and checking rules (codec._common.prepare).
+  # The codec applies upstream's casting and checking rules (codec.prepare).
   return dm_env_rpc_pb2.Tensor.FromString(
       codec.encode_tensor(value, dtype=dtype, try_compress=bool(try_compress)))

@@ -17,6 +17,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from dm_env_rpc_fast.codec import BACKEND_MODULES
+
 settings.register_profile(
     "default",
     deadline=None,
@@ -29,11 +31,6 @@ settings.register_profile(
 settings.register_profile(
     "ci", parent=settings.get_profile("default"), max_examples=400, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-BACKEND_MODULES = {
-    "native": "dm_env_rpc_fast.codec._native_backend",
-    "pure": "dm_env_rpc_fast.codec._pure",
-}
 
 
 def pure_only() -> bool:

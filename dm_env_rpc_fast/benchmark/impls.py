@@ -1,8 +1,8 @@
 """The codec implementations measured side by side, as (call, check) pairs per case.
 
-- `native`, `pure`: the two codec backends, imported directly
-  (`dm_env_rpc_fast.codec._native_backend`, `dm_env_rpc_fast.codec._pure`), so
-  both run in one process whichever one the package picked;
+- `native`, `pure`: the two codec backends, imported directly (their modules
+  are `dm_env_rpc_fast.codec.BACKEND_MODULES`), so both run in one process
+  whichever one the package picked;
 - `upstream`: dm-env-rpc itself, when it is importable:
   `tensor_utils.pack_tensor(value).SerializeToString()` to encode,
   `tensor_utils.unpack_tensor(Tensor.FromString(buf))` to decode;
@@ -22,17 +22,13 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.benchmark import cases as cases_lib
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
 BACKENDS = ("native", "pure")
 IMPLS = ("native", "pure", "upstream", "protobuf", "memcpy")
 OPS = ("encode", "decode", "decode_zc")
-
-_BACKEND_MODULES = {
-    "native": "dm_env_rpc_fast.codec._native_backend",
-    "pure": "dm_env_rpc_fast.codec._pure",
-}
 
 
 class Unavailable(Exception):
@@ -59,7 +55,7 @@ class Call(NamedTuple):
 def backend(name: str) -> Tuple[Optional[Any], Optional[str]]:
   """(module, None) for a codec backend, or (None, why it did not import)."""
   try:
-    return importlib.import_module(_BACKEND_MODULES[name]), None
+    return importlib.import_module(codec.BACKEND_MODULES[name]), None
   except ImportError as e:
     return None, f"{type(e).__name__}: {e}"
 

@@ -8,8 +8,9 @@ One API, two backends with identical behaviour:
   varint payloads, where it has one), used where the extension is missing, or
   when the environment variable ``DM_ENV_RPC_FAST_PURE=1`` is set before import.
 
-``BACKEND`` names the live one.  Nothing else in the package imports a backend
-directly.
+``BACKEND`` names the live one.  ``BACKEND_MODULES`` maps each backend's name to
+its module, for the code that runs both side by side (the tests and the
+benchmark); nothing else in the package imports a backend directly.
 
 Functions:
   encode_tensor(value, dtype=None, try_compress=False) -> bytes
@@ -57,22 +58,25 @@ Set ``DM_ENV_RPC_FAST_MAX_BROADCAST_BYTES`` before import to change it.
 Upstream dm-env-rpc has no such limit.
 """
 
+import importlib
 import os
 import sys
 
 from dm_env_rpc_fast.codec import _common
 
+BACKEND_MODULES = {
+    "native": "dm_env_rpc_fast.codec._native_backend",
+    "pure": "dm_env_rpc_fast.codec._pure",
+}
+
 
 def _load_backend():
   if os.environ.get("DM_ENV_RPC_FAST_PURE", "") not in ("", "0") or sys.byteorder != "little":
-    from dm_env_rpc_fast.codec import _pure
-    return _pure
+    return importlib.import_module(BACKEND_MODULES["pure"])
   try:
-    from dm_env_rpc_fast.codec import _native_backend
+    return importlib.import_module(BACKEND_MODULES["native"])
   except ImportError:
-    from dm_env_rpc_fast.codec import _pure
-    return _pure
-  return _native_backend
+    return importlib.import_module(BACKEND_MODULES["pure"])
 
 
 _backend = _load_backend()
@@ -96,7 +100,7 @@ TERMINATED = _common.TERMINATED
 INTERRUPTED = _common.INTERRUPTED
 
 __all__ = [
-    "BACKEND", "encode_tensor", "decode_tensor", "encode_step_request",
+    "BACKEND", "BACKEND_MODULES", "encode_tensor", "decode_tensor", "encode_step_request",
     "decode_step_request", "encode_step_response", "encode_step_response_into",
     "decode_step_response", "prepare", "kind_of", "pack_any",
     "RUNNING", "TERMINATED", "INTERRUPTED", "MAX_BROADCAST_BYTES",

@@ -3,18 +3,18 @@
 _proto (the generated dm_env_rpc messages and DmEnvRpcError) imports nothing
 else of the package; the codec builds on _proto and never on v1, the drop-in
 layer above it; and the rest of the package reaches the codec through its
-public names, not its private modules.  Each rule is checked twice: in the
-source (every import statement, wherever it sits) and in a fresh interpreter
-(what importing and using the layer actually loads).
+public names, not its private modules.  Every rule is checked in the source
+(every import statement, wherever it sits); the first two also in a fresh
+interpreter (what importing and using the layer actually loads).
 """
 
 import ast
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from conftest import pure_only
+from test_backend_selection import run
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "dm_env_rpc_fast"
 
@@ -104,6 +104,7 @@ import numpy as np
 from google.rpc import status_pb2
 import dm_env_rpc_fast.codec as codec
 from dm_env_rpc_fast._proto import dm_env_rpc_pb2 as pb
+from dm_env_rpc_fast._proto.error import DmEnvRpcError
 codec.decode_tensor(codec.encode_tensor(np.array(["a", "b"])))
 codec.decode_tensor(codec.encode_tensor(status_pb2.Status(code=1)))
 sent = pb.Tensor(int32s=pb.Tensor.Int32Array(array=[5]))
@@ -112,33 +113,24 @@ error = pb.EnvironmentResponse(error=status_pb2.Status(code=3, message="no")).Se
 try:
   codec.decode_step_response(error)
 except Exception as e:
-  assert type(e).__name__ == "DmEnvRpcError", e
+  assert type(e) is DmEnvRpcError, repr(e)
 else:
   raise AssertionError("an error response did not raise")
 print(codec.BACKEND, sorted(m for m in sys.modules if m.startswith("dm_env_rpc_fast.v1")))
 """
 
 
-def _run(code: str, **env) -> str:
-  full_env = {k: v for k, v in os.environ.items() if k != "DM_ENV_RPC_FAST_PURE"}
-  full_env.update(env)
-  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=full_env, timeout=120)
-  assert result.returncode == 0, result.stderr
-  return result.stdout.strip()
-
-
 @pytest.mark.parametrize("pure", ["0", "1"], ids=["default", "pure"])
 def test_using_the_codec_loads_no_v1_module(pure):
-  if pure == "0" and os.environ.get("DM_ENV_RPC_FAST_PURE", "") not in ("", "0"):
+  if pure == "0" and pure_only():
     pytest.skip("DM_ENV_RPC_FAST_PURE is set: the native backend is deliberately not tested")
-  backend, loaded = _run(_USE_THE_CODEC, DM_ENV_RPC_FAST_PURE=pure).split(" ", 1)
+  backend, loaded = run(_USE_THE_CODEC, pure=pure).split(" ", 1)
   assert loaded == "[]", f"the {backend} codec loaded {loaded}"
 
 
 def test_proto_loads_nothing_else_of_the_package():
-  loaded = _run("import sys, dm_env_rpc_fast._proto.dm_env_rpc_pb2, dm_env_rpc_fast._proto.error; "
-                "print(sorted(m for m in sys.modules if m.startswith('dm_env_rpc_fast')))")
+  loaded = run("import sys, dm_env_rpc_fast._proto.dm_env_rpc_pb2, dm_env_rpc_fast._proto.error; "
+               "print(sorted(m for m in sys.modules if m.startswith('dm_env_rpc_fast')))")
   # The package's __init__ always runs first; it loads only _alias (itself lazy).
   assert loaded == str(["dm_env_rpc_fast", "dm_env_rpc_fast._alias", "dm_env_rpc_fast._proto",
                         "dm_env_rpc_fast._proto.dm_env_rpc_pb2",

@@ -11,13 +11,12 @@ whole suite runs in a few minutes on two cores) and "ci" (many more examples).
 Pick one with HYPOTHESIS_PROFILE=ci.
 """
 
-import importlib
 import os
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from dm_env_rpc_fast.codec import BACKEND_MODULES
+from support.backends import backend_names, load_backend, pure_only
 
 settings.register_profile(
     "default",
@@ -31,38 +30,6 @@ settings.register_profile(
 settings.register_profile(
     "ci", parent=settings.get_profile("default"), max_examples=400, derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-
-def pure_only() -> bool:
-  """True when the user forced the pure backend with DM_ENV_RPC_FAST_PURE."""
-  return os.environ.get("DM_ENV_RPC_FAST_PURE", "") not in ("", "0")
-
-
-def backend_names():
-  return ["pure"] if pure_only() else ["native", "pure"]
-
-
-_NATIVE_HELP = (
-    "the native codec backend does not import ({error}). Build the extension "
-    "(e.g. `pip install -e .` or build dm_env_rpc_fast/_native*.so in place), "
-    "or set DM_ENV_RPC_FAST_PURE=1 to test the pure backend alone.")
-
-
-def load_backend(name: str):
-  """Imports a backend module; a native backend that fails to import fails the test."""
-  try:
-    module = importlib.import_module(BACKEND_MODULES[name])
-  except ImportError as e:
-    if name != "native":
-      raise
-    failure = _NATIVE_HELP.format(error=repr(e))
-  else:
-    failure = None
-  if failure:
-    pytest.fail(failure, pytrace=False)
-  assert module.NAME == name, f"{BACKEND_MODULES[name]}.NAME is {module.NAME!r}"
-  return module
-
 
 @pytest.fixture(scope="session", params=backend_names())
 def codec(request):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import dm_env_rpc_fast
-from conftest import pure_only
+from support.backends import pure_only
 
 # The directory holding the package under test: the checkout in development,
 # site-packages when CI tests an installed wheel.  Subprocesses import from

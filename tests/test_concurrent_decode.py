@@ -26,7 +26,7 @@ import pytest
 
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
 from dm_env_rpc_fast.v1.error import DmEnvRpcError
-from conftest import load_backend, pure_only
+from support.backends import load_backend, pure_only
 
 pytestmark = pytest.mark.skipif(pure_only(), reason="the native backend is not under test")
 

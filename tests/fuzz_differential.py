@@ -23,11 +23,12 @@ step messages, and plain random bytes.  Run by tests/test_differential_fuzz.py
 import random
 import time
 
-from codec_reference import (
-    Excluded, check_decode, compare_step_request, compare_step_response, compare_tensor,
-    expect_step_request, expect_step_response, expect_tensor, varint)
+from support.codec_reference import (
+    Excluded, as_action, as_observation, check_decode, compare_step_request,
+    compare_step_response, compare_tensor, expect_step_request, expect_step_response,
+    expect_tensor, varint)
 from test_backends_agree import assert_agree
-from test_malformed import ALL_VALID, as_action, as_observation
+from test_malformed import ALL_VALID
 
 DECODERS = {
     "tensor": ("decode_tensor", expect_tensor, compare_tensor),

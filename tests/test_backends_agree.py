@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from codec_reference import too_big_to_decode
 from dm_env_rpc_fast.v1.error import DmEnvRpcError
+from support.codec_reference import as_action, as_observation, too_big_to_decode
 import test_malformed
 from test_hostile import HOSTILE
 from test_malformed import ALL_VALID, EDITS, mutate
@@ -177,7 +177,7 @@ def _hand_written_malformed():
 
 
 def _as_entries(buf):
-  return [buf, test_malformed.as_action(buf), test_malformed.as_observation(buf)]
+  return [buf, as_action(buf), as_observation(buf)]
 
 
 @pytest.mark.parametrize("buf", [b for buf in _hand_written_malformed() for b in _as_entries(buf)],

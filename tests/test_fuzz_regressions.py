@@ -12,8 +12,7 @@ import os
 
 import pytest
 
-from codec_reference import Excluded
-from test_malformed import check
+from support.codec_reference import Excluded, check
 
 REGRESSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fuzz",
                            "regressions")

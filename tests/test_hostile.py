@@ -14,12 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from codec_reference import (
-    LEN, SGROUP, U64, check_decode, compare_tensor, expect_tensor, lfield, nested_groups,
-    padded_varint, tag, tensor_bytes, varint, vfield)
-from test_malformed import as_action, as_observation, check
-
 from dm_env_rpc_fast import codec as live_codec
+from support.codec_reference import (
+    LEN, SGROUP, U64, as_action, as_observation, check, check_decode, compare_tensor,
+    expect_tensor, lfield, nested_groups, padded_varint, tag, tensor_bytes, varint, vfield)
 
 FLOAT_RUN = lfield(1, np.float32(1).tobytes())
 NUMERIC = ["floats", "doubles", "int8s", "int32s", "int64s", "uint8s", "uint32s", "uint64s",
@@ -134,7 +132,7 @@ _BOUNDARY_SCRIPT = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
-from codec_reference import tensor_bytes
+from support.codec_reference import tensor_bytes
 from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.codec import _native_backend, _pure
 assert codec.MAX_BROADCAST_BYTES == 4096, codec.MAX_BROADCAST_BYTES

@@ -10,37 +10,12 @@ import pytest
 from google.protobuf import any_pb2
 from hypothesis import assume, given, settings, strategies as st
 
-from codec_reference import (
-    EGROUP, I32, I64, LEN, SGROUP, VARINT, U64, Excluded, Raises, check_decode,
-    compare_step_request, compare_step_response, compare_tensor, expect_step_request,
-    expect_step_response, expect_tensor, lfield, nested_groups, packed_varints, padded_varint,
-    reference_bytes, tag, tensor_bytes, varint, vfield)
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
-
-DECODERS = {
-    "tensor": (lambda c: c.decode_tensor, expect_tensor, compare_tensor),
-    "request": (lambda c: c.decode_step_request, expect_step_request, compare_step_request),
-    "response": (lambda c: c.decode_step_response, expect_step_response, compare_step_response),
-}
-
-
-def check(codec, kind, buf, zero_copy=False):
-  """Compares one decode with protobuf; returns the expectation.  Raises Excluded."""
-  decoder, expect, compare = DECODERS[kind]
-  expected = expect(buf)
-  check_decode(lambda: decoder(codec)(buf, zero_copy=zero_copy), expected, compare)
-  return expected
-
-
-def as_action(tensor: bytes, key: int = 7) -> bytes:
-  """An EnvironmentRequest carrying `tensor` as the value of one action."""
-  return lfield(3, lfield(1, vfield(1, key) + lfield(2, tensor)) + lfield(2, varint(key)))
-
-
-def as_observation(tensor: bytes, key: int = 7) -> bytes:
-  """An EnvironmentResponse carrying `tensor` as the value of one observation."""
-  return lfield(3, vfield(1, 1) + lfield(2, vfield(1, key) + lfield(2, tensor)))
-
+from support.codec_reference import (
+    DECODERS, EGROUP, I32, I64, LEN, SGROUP, U64, VARINT, Excluded, Raises, as_action,
+    as_observation, check, expect_step_request, expect_step_response, expect_tensor, lfield,
+    nested_groups, packed_varints, padded_varint, reference_bytes, tag, tensor_bytes, varint,
+    vfield)
 
 # The codec's acceptance rules are upb's as of protobuf 7 (probed on 7.36).  Older
 # upb releases differ at a few edges (e.g. a 6-byte length prefix), so the check

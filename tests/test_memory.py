@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from google.protobuf import any_pb2
 
-from codec_reference import lfield, tensor_bytes
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
+from support.codec_reference import lfield, tensor_bytes
 
 CYCLES = 100_000
 WARMUP = 10_000

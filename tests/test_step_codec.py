@@ -8,11 +8,11 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from hypothesis import given, strategies as st
 
-from codec_reference import (
-    RaisesStatus, Raises, U64, check_decode, compare_step_request, compare_step_response,
-    expect_step_request, expect_step_response, lfield, reference_tensor, vfield)
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
 from dm_env_rpc_fast.v1.error import DmEnvRpcError
+from support.codec_reference import (
+    U64, Raises, RaisesStatus, check_decode, compare_step_request, compare_step_response,
+    expect_step_request, expect_step_response, lfield, reference_tensor, vfield)
 from test_tensor_encode import numeric_arrays
 
 UIDS = st.one_of(st.sampled_from([0, 1, 127, 128, 2**32, 2**63, U64 - 1, U64]),

@@ -7,33 +7,14 @@ import pytest
 from google.protobuf import any_pb2
 from hypothesis import given, strategies as st
 
-from codec_reference import (
-    NUMERIC_DTYPES, PAYLOAD_FIELDS, Raises, assert_same_decoded, check_decode,
-    compare_tensor, expect_tensor, expected_writeable, lfield, reference_bytes, top_level_fields,
-    reference_tensor, reference_unpack, tensor_bytes, vfield)
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
+from support.codec_reference import (
+    NUMERIC_DTYPES, PAYLOAD_FIELDS, Raises, assert_same_decoded, check_against_upstream,
+    check_decode, compare_tensor, expect_tensor, expected_writeable, lfield, reference_bytes,
+    reference_tensor, reference_unpack, tensor_bytes, vfield)
 from test_tensor_encode import numeric_arrays
 
 NUMERIC_NAMES = list(NUMERIC_DTYPES)
-
-
-def check_against_upstream(codec, buf, zero_copy=False):
-  """decode_tensor(buf) gives what protobuf + upstream's unpack give, incl. writability."""
-  expected = expect_tensor(buf)
-  check_decode(lambda: codec.decode_tensor(buf, zero_copy=zero_copy), expected, compare_tensor)
-  object_path = {10, 11} & set(top_level_fields(buf))
-  if isinstance(expected, np.ndarray) and not object_path:
-    # (A tensor with a strings/protos field anywhere is decoded by protobuf, with
-    # upstream's writability, whatever payload wins: see _common.decode_object_tensor.)
-    tensor = pb.Tensor.FromString(bytes(buf))
-    name = tensor.WhichOneof("payload")
-    count = len(getattr(tensor, name).array)  # elements (bytes for int8s/uint8s)
-    want = expected_writeable(name, count, list(tensor.shape), zero_copy)
-    got = codec.decode_tensor(buf, zero_copy=zero_copy)
-    assert got.flags.writeable == want, (
-        f"{name} count={count} shape={list(tensor.shape)} zero_copy={zero_copy}: "
-        f"writeable={got.flags.writeable}, expected {want}")
-  return expected
 
 
 @given(value=numeric_arrays(), zero_copy=st.booleans())

@@ -6,9 +6,9 @@ from google.protobuf import any_pb2
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from codec_reference import (
-    lfield, packed_varints, reference_bytes, reference_tensor, varint)
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
+from support.codec_reference import (
+    lfield, packed_varints, reference_bytes, reference_tensor, varint)
 
 NUMERIC = [np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int32, np.int64,
                                  np.uint8, np.uint32, np.uint64, np.bool_)]

@@ -8,12 +8,11 @@ by upstream's rules).  Several cases also state the expected value outright.
 import numpy as np
 import pytest
 
-from codec_reference import (
-    I32, I64, U64, VARINT, Raises, check_decode, compare_step_request,
+from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
+from support.codec_reference import (
+    I32, I64, U64, VARINT, Raises, check_against_upstream, check_decode, compare_step_request,
     compare_step_response, expect_step_request, expect_step_response, expect_tensor, f32field,
     f64field, group, lfield, packed_varints, padded_varint, tag, unknown_fields, varint, vfield)
-from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
-from test_tensor_decode import check_against_upstream
 
 
 def f32(*values) -> bytes:

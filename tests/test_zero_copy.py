@@ -7,8 +7,8 @@ import weakref
 import numpy as np
 import pytest
 
-from codec_reference import f32field, f64field, lfield, tensor_bytes
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
+from support.codec_reference import f32field, f64field, lfield, tensor_bytes
 
 
 class OwnedBuffer(bytearray):

@@ -1,7 +1,8 @@
 """What the codec is measured against, built only from protobuf and numpy.
 
 - A tiny protobuf wire writer, to hand-build byte strings (unpacked runs,
-  unknown fields, groups, malformed input) that no serialiser would emit.
+  unknown fields, groups, malformed input) that no serialiser would emit;
+  `as_action` / `as_observation` wrap a Tensor's bytes into step messages.
 - `reference_tensor`: dm-env-rpc's pack_tensor rules restated over our
   generated classes (element lists through `extend(tolist())`, int8/uint8 as
   bytes), whose SerializeToString() is the byte-exact target of encode_tensor.
@@ -12,6 +13,9 @@
   upstream's unpacking (TypeError/ValueError) implies.
 - `assert_same_decoded`: value, type, dtype, shape and (optionally)
   writability comparison, NaN-aware and sign-of-zero aware.
+- `check` (a decode of any kind against protobuf) and `check_against_upstream`
+  (decode_tensor against upstream, writability included): the checks the codec
+  tests make of a backend.
 
 dm_env_rpc itself is never imported: its generated modules register the same
 proto package as ours and cannot share one process with them.
@@ -142,6 +146,16 @@ def tensor_bytes(name: str, values, shape=None) -> bytes:
   if shape:
     out += lfield(SHAPE_FIELD, packed_varints(shape))
   return out
+
+
+def as_action(tensor: bytes, key: int = 7) -> bytes:
+  """An EnvironmentRequest carrying `tensor` as the value of one action."""
+  return lfield(3, lfield(1, vfield(1, key) + lfield(2, tensor)) + lfield(2, varint(key)))
+
+
+def as_observation(tensor: bytes, key: int = 7) -> bytes:
+  """An EnvironmentResponse carrying `tensor` as the value of one observation."""
+  return lfield(3, vfield(1, 1) + lfield(2, vfield(1, key) + lfield(2, tensor)))
 
 
 def read_varint(buf: bytes, pos: int):
@@ -500,6 +514,21 @@ def compare_step_response(got, expected):
   assert_same_map(observations, expected[1], "observations")
 
 
+DECODERS = {
+    "tensor": (lambda c: c.decode_tensor, expect_tensor, compare_tensor),
+    "request": (lambda c: c.decode_step_request, expect_step_request, compare_step_request),
+    "response": (lambda c: c.decode_step_response, expect_step_response, compare_step_response),
+}
+
+
+def check(codec, kind, buf, zero_copy=False):
+  """Compares one decode with protobuf; returns the expectation.  Raises Excluded."""
+  decoder, expect, compare = DECODERS[kind]
+  expected = expect(buf)
+  check_decode(lambda: decoder(codec)(buf, zero_copy=zero_copy), expected, compare)
+  return expected
+
+
 def expected_writeable(name: str, count: int, shape, zero_copy: bool) -> Optional[bool]:
   """The spec's writability of a decoded array (None: the result is a scalar)."""
   if not shape:
@@ -511,3 +540,22 @@ def expected_writeable(name: str, count: int, shape, zero_copy: bool) -> Optiona
   if name in ("floats", "doubles"):
     return not zero_copy
   return True
+
+
+def check_against_upstream(codec, buf, zero_copy=False):
+  """decode_tensor(buf) gives what protobuf + upstream's unpack give, incl. writability."""
+  expected = expect_tensor(buf)
+  check_decode(lambda: codec.decode_tensor(buf, zero_copy=zero_copy), expected, compare_tensor)
+  object_path = {10, 11} & set(top_level_fields(buf))
+  if isinstance(expected, np.ndarray) and not object_path:
+    # (A tensor with a strings/protos field anywhere is decoded by protobuf, with
+    # upstream's writability, whatever payload wins: see _common.decode_object_tensor.)
+    tensor = pb.Tensor.FromString(bytes(buf))
+    name = tensor.WhichOneof("payload")
+    count = len(getattr(tensor, name).array)  # elements (bytes for int8s/uint8s)
+    want = expected_writeable(name, count, list(tensor.shape), zero_copy)
+    got = codec.decode_tensor(buf, zero_copy=zero_copy)
+    assert got.flags.writeable == want, (
+        f"{name} count={count} shape={list(tensor.shape)} zero_copy={zero_copy}: "
+        f"writeable={got.flags.writeable}, expected {want}")
+  return expected

@@ -8,11 +8,10 @@ from hypothesis.extra import numpy as hnp
 
 from dm_env_rpc_fast.v1.error import DmEnvRpcError
 from support.codec_reference import as_action, as_observation, too_big_to_decode
+from support.strategies import NUMERIC, UIDS, action_values, numeric_arrays
 import test_malformed
 from test_hostile import HOSTILE
 from test_malformed import ALL_VALID, EDITS, mutate
-from test_step_codec import UIDS, action_values
-from test_tensor_encode import NUMERIC, numeric_arrays
 
 MANY = settings(max_examples=settings().max_examples * 5)
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
-from test_step_codec import UIDS, action_values
+from support.strategies import UIDS, action_values
 
 SENTINEL = 0xA5
 STATES = st.sampled_from([0, 1, 2, 3, -1, 99, 2**31 - 1])
@@ -178,7 +178,7 @@ def test_into_backends_agree(both_backends):
 
 from hypothesis.extra import numpy as hnp  # noqa: E402
 from test_backends_agree import assert_same_value  # noqa: E402
-from test_tensor_encode import NUMERIC  # noqa: E402
+from support.strategies import NUMERIC  # noqa: E402
 
 
 def _sentinel_like(value, rows=2, row=1):

@@ -13,32 +13,7 @@ from dm_env_rpc_fast.v1.error import DmEnvRpcError
 from support.codec_reference import (
     U64, Raises, RaisesStatus, check_decode, compare_step_request, compare_step_response,
     expect_step_request, expect_step_response, lfield, reference_tensor, vfield)
-from test_tensor_encode import numeric_arrays
-
-UIDS = st.one_of(st.sampled_from([0, 1, 127, 128, 2**32, 2**63, U64 - 1, U64]),
-                 st.integers(0, U64))
-TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=6)
-
-
-@st.composite
-def action_values(draw):
-  """(value given to the codec, the Tensor message protobuf would carry)."""
-  choice = draw(st.sampled_from(["array", "scalar", "python", "strings", "message", "empty"]))
-  if choice == "array":
-    value = draw(numeric_arrays(max_side=4))
-  elif choice == "scalar":
-    value = draw(numeric_arrays(max_side=1)).reshape(-1)[:1]
-    value = value.reshape(())[()] if value.size else np.float32(0.5)
-  elif choice == "python":
-    value = draw(st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False),
-                           st.booleans(), st.lists(st.integers(-5, 5), max_size=4)))
-  elif choice == "strings":
-    value = np.array(draw(st.lists(TEXT, max_size=4)), dtype=str)
-  elif choice == "message":
-    return reference_tensor(draw(numeric_arrays(max_side=3))), None
-  else:
-    return pb.Tensor(), None
-  return value, reference_tensor(value)
+from support.strategies import UIDS, action_values
 
 
 def message_for(pair):

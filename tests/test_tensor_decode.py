@@ -12,7 +12,7 @@ from support.codec_reference import (
     NUMERIC_DTYPES, PAYLOAD_FIELDS, Raises, assert_same_decoded, check_against_upstream,
     check_decode, compare_tensor, expect_tensor, expected_writeable, lfield, reference_bytes,
     reference_tensor, reference_unpack, tensor_bytes, vfield)
-from test_tensor_encode import numeric_arrays
+from support.strategies import numeric_arrays
 
 NUMERIC_NAMES = list(NUMERIC_DTYPES)
 

@@ -9,63 +9,7 @@ from hypothesis.extra import numpy as hnp
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
 from support.codec_reference import (
     lfield, packed_varints, reference_bytes, reference_tensor, varint)
-
-NUMERIC = [np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int32, np.int64,
-                                 np.uint8, np.uint32, np.uint64, np.bool_)]
-F32_QUIET = np.uint32(0x00400000)
-
-
-def quiet_float32_nans(array: np.ndarray) -> np.ndarray:
-  """Sets the quiet bit of float32 NaNs: upstream's tolist() path quiets signalling NaNs."""
-  if array.dtype != np.float32:
-    return array
-  bits = array.view(np.uint32).copy()
-  bits[np.isnan(array)] |= F32_QUIET
-  return bits.view(np.float32)
-
-
-LAYOUTS = ["c", "fortran", "strided", "reversed", "transposed", "bigendian", "unaligned",
-           "broadcast"]
-
-
-def with_layout(array: np.ndarray, layout: str) -> np.ndarray:
-  """`array` (or an array made from it) in a given memory layout."""
-  if array.ndim == 0 and layout not in ("bigendian", "unaligned"):
-    return array
-  if array.size > 2000 and layout == "broadcast":
-    return array
-  if layout == "fortran":
-    return np.asfortranarray(array)
-  if layout == "strided":
-    base = np.zeros((array.shape[0] * 2,) + array.shape[1:], array.dtype)
-    base[::2] = array
-    return base[::2]
-  if layout == "reversed":
-    return array[::-1]
-  if layout == "transposed":
-    return array.T
-  if layout == "bigendian":
-    return array.astype(array.dtype.newbyteorder(">"))
-  if layout == "unaligned":  # (keeps the byte order, drops the strides)
-    raw = np.zeros(array.nbytes + 1, np.uint8)[1:]
-    out = raw.view(array.dtype).reshape(array.shape)
-    out[...] = array
-    return out
-  if layout == "broadcast":  # zero strides along a new leading axis
-    return np.broadcast_to(array, (2,) + array.shape)
-  return array
-
-
-@st.composite
-def numeric_arrays(draw, dtypes=NUMERIC, max_side=6):
-  dtype = draw(st.sampled_from(dtypes))
-  shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=max_side))
-  array = draw(hnp.arrays(dtype, shape))
-  array = quiet_float32_nans(array)
-  for layout in draw(st.lists(st.sampled_from(LAYOUTS), min_size=1, max_size=2)):
-    array = with_layout(array, layout)  # e.g. big-endian AND unaligned AND strided
-  return array
-
+from support.strategies import F32_QUIET, NUMERIC, numeric_arrays, quiet_float32_nans
 
 def assert_encodes_like_upstream(codec, value, dtype=None, try_compress=False):
   expected = reference_bytes(value, dtype, try_compress)

@@ -23,11 +23,11 @@ step messages, and plain random bytes.  Run by tests/test_differential_fuzz.py
 import random
 import time
 
+from support.agreement import assert_agree
 from support.codec_reference import (
     Excluded, as_action, as_observation, check_decode, compare_step_request,
     compare_step_response, compare_tensor, expect_step_request, expect_step_response,
     expect_tensor, varint)
-from test_backends_agree import assert_agree
 from test_malformed import ALL_VALID
 
 DECODERS = {

@@ -177,7 +177,7 @@ def test_into_backends_agree(both_backends):
 # decode_tensor(out=...) / decode_step_response(out=...)
 
 from hypothesis.extra import numpy as hnp  # noqa: E402
-from test_backends_agree import assert_same_value  # noqa: E402
+from support.agreement import assert_same_value  # noqa: E402
 from support.strategies import NUMERIC  # noqa: E402
 
 

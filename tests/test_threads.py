@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from test_backends_agree import assert_same_value
+from support.agreement import assert_same_value
 
 THREADS = 8
 ROUNDS = 6

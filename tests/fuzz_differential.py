@@ -28,7 +28,7 @@ from support.codec_reference import (
     Excluded, as_action, as_observation, check_decode, compare_step_request,
     compare_step_response, compare_tensor, expect_step_request, expect_step_response,
     expect_tensor, varint)
-from test_malformed import ALL_VALID
+from support.malformed import ALL_VALID
 
 DECODERS = {
     "tensor": ("decode_tensor", expect_tensor, compare_tensor),

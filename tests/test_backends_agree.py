@@ -8,10 +8,9 @@ from hypothesis.extra import numpy as hnp
 
 from support.agreement import assert_agree, outcome
 from support.codec_reference import as_action, as_observation, too_big_to_decode
+from support.hostile import HOSTILE
+from support.malformed import ALL_VALID, EDITS, HAND_WRITTEN, mutate
 from support.strategies import NUMERIC, UIDS, action_values, numeric_arrays
-import test_malformed
-from test_hostile import HOSTILE
-from test_malformed import ALL_VALID, EDITS, mutate
 
 MANY = settings(max_examples=settings().max_examples * 5)
 
@@ -112,24 +111,11 @@ def test_odd_buffer_arguments(both_backends):
   assert not mismatches, "\n".join(mismatches)
 
 
-def _hand_written_malformed():
-  """The buffers of test_malformed's parametrised cases of bad wire structure."""
-  tests = [test_malformed.test_bad_length_prefixes, test_malformed.test_bad_tags,
-           test_malformed.test_eleven_byte_varints, test_malformed.test_wire_types_6_and_7,
-           test_malformed.test_field_number_zero, test_malformed.test_bad_groups,
-           test_malformed.test_bad_packed_runs]
-  bufs = []
-  for test in tests:
-    (mark,) = [m for m in test.pytestmark if m.name == "parametrize"]
-    bufs += [getattr(b, "values", (b,))[0] for b in mark.args[1]]
-  return bufs
-
-
 def _as_entries(buf):
   return [buf, as_action(buf), as_observation(buf)]
 
 
-@pytest.mark.parametrize("buf", [b for buf in _hand_written_malformed() for b in _as_entries(buf)],
+@pytest.mark.parametrize("buf", [b for buf in HAND_WRITTEN for b in _as_entries(buf)],
                          ids=lambda b: b.hex()[:24])
 def test_malformed_corpus_same_errors(both_backends, buf):
   """The hand-written malformed cases, alone and inside step messages: the same texts."""

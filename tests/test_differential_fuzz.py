@@ -1,11 +1,11 @@
-"""The differential fuzzer (fuzz_differential.py), a bounded fixed-seed run per backend.
+"""The differential fuzzer (support/fuzz_differential.py), a bounded fixed-seed run per backend.
 
-tools/fuzz_differential.py runs the same checks for a bounded time instead.
+`python -m support.fuzz_differential` runs the same checks for a bounded time instead.
 """
 
 import pytest
 
-import fuzz_differential
+from support import fuzz_differential
 
 INPUTS = 10_000
 

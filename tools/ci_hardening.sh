@@ -2,8 +2,8 @@
 # Everything CI runs for the codec's hardening (issue #6), in about 8.5 minutes on 2 cores:
 #   1. tools/fuzz.sh: the four libFuzzer targets over the C++ core, ASan + UBSan,
 #      $FUZZ_SECONDS (default 60) each, two at a time, after replaying the kept inputs;
-#   2. tools/fuzz_differential.py: the decoders of both backends against protobuf
-#      and each other, for $DIFF_SECONDS (default 60);
+#   2. the differential fuzzer (tests/support/fuzz_differential.py): the decoders of both
+#      backends against protobuf and each other, for $DIFF_SECONDS (default 60);
 #   3. tools/sanitizer_tests.sh: the test suite's native-backend half against an
 #      ASan + UBSan build of the extension, then a LeakSanitizer run over a short workload.
 # Exits non-zero if any step fails (every step runs regardless).  Installs clang
@@ -23,7 +23,10 @@ step "libFuzzer targets, ${FUZZ_SECONDS}s each"
 "$ROOT/tools/fuzz.sh" "$FUZZ_SECONDS" || failed+=("fuzz.sh")
 
 step "differential fuzzer, both backends against protobuf, ${DIFF_SECONDS}s"
-"$PYTHON" "$ROOT/tools/fuzz_differential.py" --seconds "$DIFF_SECONDS" || failed+=("fuzz_differential.py")
+# A module of the tests' support package, run from tests/ (its parent) so that the repository
+# root is not on the path and the installed package is the one fuzzed.
+(cd "$ROOT/tests" && "$PYTHON" -m support.fuzz_differential --seconds "$DIFF_SECONDS") \
+  || failed+=("fuzz_differential")
 
 step "test suite and leak check under ASan + UBSan"
 # The whole suite's native-backend half (the pure backend runs no C++): the codec,

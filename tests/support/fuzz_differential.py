@@ -17,13 +17,33 @@ Deliberate differences, left out by codec_reference rather than reported:
 Inputs: mutations (bit flips, byte edits, cuts, duplicated and spliced ranges,
 interesting varints) of valid messages of every dtype, the same wrapped into
 step messages, and plain random bytes.  Run by tests/test_differential_fuzz.py
-(fixed seed, bounded count) and tools/fuzz_differential.py (bounded time).
+(fixed seed, bounded count), and for a bounded time from tests/ as
+
+    python -m support.fuzz_differential [--seconds 60] [--backend both|native|pure]
+                                        [--seed N] [--out build/fuzz/differential]
+
+which decodes each input with the chosen backends (both zero_copy settings),
+compares with protobuf's reading (and, with both backends, each other), writes
+findings to OUT/finding-<n>.bin with the error beside them, prints the number
+of inputs and decodes run, and exits 1 if there were findings.
 """
 
+import argparse
+import os
+import pathlib
 import random
+import sys
 import time
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+if __name__ == "__main__":
+  try:
+    import dm_env_rpc_fast  # noqa: F401  (the installed package, if there is one)
+  except ImportError:  # Run from a checkout: use it.
+    sys.path.insert(0, str(ROOT))
+
 from support.agreement import assert_agree
+from support.backends import load_backend
 from support.codec_reference import (
     Excluded, as_action, as_observation, check_decode, compare_step_request,
     compare_step_response, compare_tensor, expect_step_request, expect_step_response,
@@ -120,3 +140,39 @@ def fuzz(backends, seed: int, count: int = None, seconds: float = None, on_findi
         raise AssertionError(f"input {buf.hex()}: {e}") from e
       on_finding(buf, e)
   return inputs, decodes, findings
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m support.fuzz_differential",
+      description="Runs the differential fuzzer for a bounded time.")
+  parser.add_argument("--seconds", type=float, default=60.0)
+  parser.add_argument("--backend", choices=("both", "native", "pure"), default="both")
+  parser.add_argument("--seed", type=int, default=None)
+  parser.add_argument("--out", default=os.path.join(ROOT, "build", "fuzz", "differential"))
+  args = parser.parse_args()
+  seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+  names = ["native", "pure"] if args.backend == "both" else [args.backend]
+  backends = [load_backend(name) for name in names]
+  os.makedirs(args.out, exist_ok=True)
+  found = []
+
+  def on_finding(buf, error):
+    path = os.path.join(args.out, f"finding-{len(found)}.bin")
+    with open(path, "wb") as f:
+      f.write(buf)
+    with open(path + ".txt", "w") as f:
+      f.write(f"{error}\n")
+    found.append(path)
+    print(f"FINDING {path}: {str(error)[:300]}", flush=True)
+
+  start = time.monotonic()
+  inputs, decodes, findings = fuzz(backends, seed, seconds=args.seconds, on_finding=on_finding)
+  took = time.monotonic() - start
+  print(f"differential fuzz ({'+'.join(names)}, seed {seed}): {inputs} inputs, "
+        f"{decodes} decodes compared with protobuf in {took:.0f}s, {findings} findings")
+  return 1 if findings else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

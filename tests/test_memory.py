@@ -18,10 +18,8 @@ import weakref
 
 import numpy as np
 import pytest
-from google.protobuf import any_pb2
 
-from dm_env_rpc_fast.v1 import dm_env_rpc_pb2 as pb
-from support.codec_reference import lfield, tensor_bytes
+from support.leak_workload import MALFORMED, VALUES
 
 CYCLES = 100_000
 WARMUP = 10_000
@@ -47,25 +45,6 @@ def assert_rss_growth_below(grown: int, bound: int, what: str):
 def rss_bytes() -> int:
   with open("/proc/self/statm") as f:
     return int(f.read().split()[1]) * 4096  # resident pages
-
-
-def _values():
-  any_msg = any_pb2.Any()
-  any_msg.Pack(pb.LeaveWorldRequest())
-  values = {np.dtype(t).name: np.arange(12).astype(t).reshape(3, 4)
-            for t in (np.float32, np.float64, np.int8, np.int32, np.int64, np.uint8, np.uint32,
-                      np.uint64, np.bool_)}
-  values["negative int32"] = -np.arange(12, dtype=np.int32)
-  values["str"] = np.array(["a", "bc", "d"])
-  values["proto"] = np.array([any_msg], dtype=object)
-  values["scalar"] = np.float32(2.5)
-  return values
-
-
-VALUES = _values()
-MALFORMED = [b"\x0a\x05\x0a\x03\x00\x00", lfield(1, lfield(1, b"\x00" * 3)),
-             tensor_bytes("int32s", [1, 2, 3], [2, 2]), tensor_bytes("floats", [1.0], [10**9]),
-             lfield(10, lfield(1, b"\xff"))]
 
 
 def _cycle(codec, name, value, zero_copy):

@@ -13,8 +13,10 @@
 # from outside the source tree with that copy first on PYTHONPATH and the ASan
 # runtime in LD_PRELOAD (CPython itself is not instrumented).  Leak detection
 # is off for the test run (CPython does not free everything at exit); the leak
-# step runs tools/leak_workload.py with detect_leaks=1 and fails if any
-# reported leak has a frame in the extension or the codec core.
+# step runs the tests' leak workload (tests/support/leak_workload.py, as
+# `python -m support.leak_workload` in tests/, where the sanitizer build is still
+# the package imported) with detect_leaks=1 and fails if any reported leak has a
+# frame in the extension or the codec core.
 # Any ASan/UBSan report aborts the process, so the run fails.
 set -euo pipefail
 
@@ -65,11 +67,12 @@ args=("$@")
 ASAN_OPTIONS="$common_asan:detect_leaks=0" \
   "$PY" -m pytest -q -p no:cacheprovider "${args[@]}"
 
-echo "sanitizer_tests.sh: leak check (LeakSanitizer) over tools/leak_workload.py"
+echo "sanitizer_tests.sh: leak check (LeakSanitizer) over support.leak_workload"
 rm -f "$OUT"/lsan.*
-ASAN_OPTIONS="$common_asan:detect_leaks=1" \
-LSAN_OPTIONS="exitcode=0:log_path=$OUT/lsan:report_objects=0:fast_unwind_on_malloc=0:malloc_context_size=40" \
-  "$PY" "$ROOT/tools/leak_workload.py"
+(cd "$ROOT/tests" &&
+  ASAN_OPTIONS="$common_asan:detect_leaks=1" \
+  LSAN_OPTIONS="exitcode=0:log_path=$OUT/lsan:report_objects=0:fast_unwind_on_malloc=0:malloc_context_size=40" \
+  "$PY" -m support.leak_workload)
 reports=("$OUT"/lsan.*)
 if [ -e "${reports[0]}" ]; then
   if grep -qE '_native|dmrf|csrc/' "${reports[@]}"; then

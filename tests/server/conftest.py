@@ -3,6 +3,8 @@
 The fixtures start servers and open connections, and close them all when the
 test ends, whatever its outcome.
 """
+import importlib.util
+
 import grpc
 import pytest
 
@@ -11,13 +13,22 @@ from dm_env_rpc_fast.v1 import connection as dm_connection
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
 
 @pytest.fixture(autouse=True)
 def _on_each_backend(backend):
   return backend
+
+
+@pytest.fixture(scope="module")
+def upstream_installed():
+  """Fails every test of a module that runs dm-env-rpc's code when it is not installed
+  (`pytest.mark.usefixtures("upstream_installed")` beside the `upstream` mark)."""
+  if importlib.util.find_spec("dm_env_rpc") is None:
+    pytest.fail("dm-env-rpc is not installed: `pip install .[test]` installs it "
+                "(or deselect these tests with -m 'not upstream')", pytrace=False)
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from dm_env_rpc_fast.v1 import connection as dm_connection
 from dm_env_rpc_fast.v1 import dm_env_adaptor
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
 
 class _Serving:
@@ -124,9 +124,10 @@ def test_a_busy_port_exits_1(serving, backend):
     (":make_env", "expected MODULE:FACTORY"),
     ("server_envs:", "expected MODULE:FACTORY"),
     ("no_such_module_anywhere:make_env", "No module named 'no_such_module_anywhere'"),
-    ("server.server_envs:nothing", "module 'server.server_envs' has no 'nothing'"),
-    ("server.server_envs:RichEnv.nothing", "has no 'RichEnv.nothing'"),
-    ("server.server_envs:NOT_CALLABLE", "server.server_envs:NOT_CALLABLE is a int, not a callable"),
+    ("support.server_envs:nothing", "module 'support.server_envs' has no 'nothing'"),
+    ("support.server_envs:RichEnv.nothing", "has no 'RichEnv.nothing'"),
+    ("support.server_envs:NOT_CALLABLE",
+     "support.server_envs:NOT_CALLABLE is a int, not a callable"),
 ])
 def test_a_bad_factory_prints_why_and_exits_2(capsys, spec, message):
   """A factory spec that is malformed, or names no module, no attribute or no callable, is
@@ -147,7 +148,7 @@ def test_a_bad_factory_exits_2_from_the_shell(backend):
 
 def test_load_factory_takes_a_dotted_attribute():
   """MODULE:A.B resolves attributes one by one."""
-  assert _cli.load_factory("server.server_envs:RichEnv.reset") is server_envs.RichEnv.reset
+  assert _cli.load_factory("support.server_envs:RichEnv.reset") is server_envs.RichEnv.reset
   assert _cli.load_factory("dm_env_rpc_fast.examples.treasure:make_env").__name__ == "make_env"
 
 

@@ -19,7 +19,7 @@ from dm_env_rpc_fast.v1 import connection as dm_connection
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
-from . import server_envs
+from support import server_envs
 
 
 class _Connected:

@@ -16,8 +16,8 @@ from dm_env_rpc_fast.v1 import connection as dm_connection
 from dm_env_rpc_fast.v1 import dm_env_adaptor
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
 CLIENTS = 32
 STEPS = 500

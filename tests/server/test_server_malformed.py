@@ -10,9 +10,9 @@ from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
-from . import server_envs
-from .server_helpers import assert_error_response
-from .server_helpers import request_bytes
+from support import server_envs
+from support.server_helpers import assert_error_response
+from support.server_helpers import request_bytes
 
 RUNNING = dm_env_rpc_pb2.EnvironmentStateType.RUNNING
 

@@ -17,8 +17,8 @@ from dm_env_rpc_fast.v1 import error
 from dm_env_rpc_fast.v1.extensions import properties
 from dm_env_rpc_fast.v1.extensions import properties_pb2
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
 DT = dm_env_rpc_pb2.DataType
 

@@ -11,8 +11,8 @@ import pytest
 from dm_env_rpc_fast.v1 import dm_env_adaptor
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
 EPISODE_LENGTH = 7
 STEPS = 40  # five episodes and then some

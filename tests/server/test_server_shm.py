@@ -33,7 +33,7 @@ from dm_env_rpc_fast.v1 import dm_env_adaptor
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
 
-from . import server_helpers
+from support import server_helpers
 
 pytestmark = pytest.mark.skipif(not _wire.SUPPORTED, reason="the channel needs Linux")
 

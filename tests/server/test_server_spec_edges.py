@@ -14,11 +14,10 @@ import subprocess
 import pytest
 from google.rpc import code_pb2
 
-from . import server_envs
-from . import server_helpers
-from .test_server_upstream import _upstream_installed  # noqa: F401  (fails the run without it)
+from support import server_envs
+from support import server_helpers
 
-pytestmark = pytest.mark.upstream
+pytestmark = [pytest.mark.upstream, pytest.mark.usefixtures("upstream_installed")]
 
 SCRIPT = str(server_helpers.HERE / "edge_client.py")
 _RUNS = {}

@@ -18,8 +18,8 @@ from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import dm_env_utils
 from dm_env_rpc_fast.v1 import tensor_spec_utils
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
 DT = dm_env_rpc_pb2.DataType
 

@@ -8,8 +8,8 @@ from google.rpc import code_pb2
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
 RUNNING = dm_env_rpc_pb2.EnvironmentStateType.RUNNING
 TERMINATED = dm_env_rpc_pb2.EnvironmentStateType.TERMINATED

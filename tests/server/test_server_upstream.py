@@ -6,7 +6,6 @@ The reference is the same environment run directly in this process (dm_env calls
 no RPC) with the same actions.  The server runs in this process (on the backend
 under test) or as `python -m dm_env_rpc_fast serve server_envs:make_env`.
 """
-import importlib.util
 import pickle
 import signal
 import subprocess
@@ -16,21 +15,14 @@ import pytest
 
 from dm_env_rpc_fast import server
 
-from . import server_envs
-from . import server_helpers
+from support import server_envs
+from support import server_helpers
 
-pytestmark = pytest.mark.upstream
+pytestmark = [pytest.mark.upstream, pytest.mark.usefixtures("upstream_installed")]
 
 EPISODE_LENGTH = 6
 STEPS = 45  # six episodes and then some
 SCRIPT = str(server_helpers.HERE / "upstream_client.py")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _upstream_installed():
-  if importlib.util.find_spec("dm_env_rpc") is None:
-    pytest.fail("dm-env-rpc is not installed: `pip install .[test]` installs it "
-                "(or deselect these tests with -m 'not upstream')", pytrace=False)
 
 
 def _run_upstream_client(address, seed, tmp_path, backend, close_file=None):

@@ -13,7 +13,7 @@ from dm_env_rpc_fast import server
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
 
-from . import server_envs
+from support import server_envs
 
 HERE = pathlib.Path(__file__).resolve().parent
 PACKAGE_PARENT = str(pathlib.Path(dm_env_rpc_fast.__file__).resolve().parent.parent)

@@ -26,6 +26,7 @@ from dm_env_rpc_fast.v1 import connection
 from dm_env_rpc_fast.v1 import dm_env_adaptor
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
+from support import interop_world
 
 PACKAGE_PARENT = str(pathlib.Path(dm_env_rpc_fast.__file__).resolve().parent.parent)
 TRANSPORTS = ["grpc", "auto"]
@@ -579,8 +580,6 @@ def test_observations_are_decoded_straight_into_the_batch_rows(servers, monkeypa
 
 def test_worlds_without_reward_or_discount_observations(monkeypatch):
   """Reward 0 and discount 1 (0 when an episode TERMINATED), as DmEnvAdaptor computes them."""
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "v1"))
-  import interop_world  # pylint: disable=import-outside-toplevel
   monkeypatch.setattr(interop_world, "OBSERVATIONS",
                       [o for o in interop_world.OBSERVATIONS if o[0] not in ("reward", "discount")])
   running = [interop_world.serve("dm_env_rpc_fast") for _ in range(2)]

@@ -1,6 +1,6 @@
 """The batched client against dm-env-rpc's own server, and over dm-env-rpc's own connections.
 
-The server is tests/v1/interop_world.py run with dm-env-rpc 1.1.7 in another
+The server is tests/support/interop_world.py run with dm-env-rpc 1.1.7 in another
 process (it never imports dm_env_rpc_fast).  Its world has every dtype,
 strings and a variable-shape observation, so the batch takes both routes: rows
 decoded in place and observations stacked after decoding.  Each batched step
@@ -20,14 +20,12 @@ import dm_env_rpc_fast
 from dm_env_rpc_fast import vector
 from dm_env_rpc_fast.v1 import connection
 from dm_env_rpc_fast.v1 import dm_env_adaptor
+from support import interop_world
 
 pytestmark = pytest.mark.upstream
 
-HERE = pathlib.Path(__file__).resolve().parent
-SCRIPT = str(HERE / "v1" / "interop_world.py")
+SCRIPT = interop_world.__file__
 PACKAGE_PARENT = str(pathlib.Path(dm_env_rpc_fast.__file__).resolve().parent.parent)
-sys.path.insert(0, str(HERE / "v1"))
-import interop_world  # pylint: disable=wrong-import-position
 
 NAMES = [name for name, _, _ in interop_world.OBSERVATIONS]
 

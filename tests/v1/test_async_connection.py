@@ -18,12 +18,12 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2
 from google.rpc import status_pb2
 
-import toy_server
 from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.v1 import async_connection
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
 from dm_env_rpc_fast.v1 import tensor_utils
+from support import toy_server
 
 _Req = dm_env_rpc_pb2.EnvironmentRequest
 _Resp = dm_env_rpc_pb2.EnvironmentResponse

@@ -13,12 +13,12 @@ import grpc
 import pytest
 from google.rpc import code_pb2
 
-import toy_server
 from dm_env_rpc_fast.v1 import compliance
 from dm_env_rpc_fast.v1 import connection as dm_connection
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
 from dm_env_rpc_fast.v1 import tensor_utils
+from support import toy_server
 
 _WORLD_SETTINGS = {
     "seed": tensor_utils.pack_tensor(3),

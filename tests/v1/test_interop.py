@@ -23,12 +23,11 @@ import numpy as np
 import pytest
 
 import dm_env_rpc_fast
-import interop_world
+from support import interop_world
 
 pytestmark = pytest.mark.upstream
 
-HERE = pathlib.Path(__file__).resolve().parent
-SCRIPT = str(HERE / "interop_world.py")
+SCRIPT = interop_world.__file__
 PACKAGE_PARENT = str(pathlib.Path(dm_env_rpc_fast.__file__).resolve().parent.parent)
 
 

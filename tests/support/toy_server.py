@@ -13,7 +13,7 @@ In process:
 
 As a process (writes the bound port to F once serving, serves until killed):
 
-    python tests/v1/toy_server.py --port-file F
+    python tests/support/toy_server.py --port-file F
 
 The environment (everything a test needs to predict what it observes)
 -----------------------------------------------------------------------

@@ -1,34 +1,13 @@
 """Which backend `dm_env_rpc_fast.codec` picks, decided at import time (so: in subprocesses)."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 
-import dm_env_rpc_fast
-from support.backends import pure_only
+from support.backends import pure_only, run
 
-# The directory holding the package under test: the checkout in development,
-# site-packages when CI tests an installed wheel.  Subprocesses import from
-# there, so they see the same package (and extension) as this process.
-PACKAGE_PARENT = pathlib.Path(dm_env_rpc_fast.__file__).resolve().parent.parent
 PROBE = ("import dm_env_rpc_fast.codec as c, sys; "
          "print(c.BACKEND, c.encode_tensor is c._backend.encode_tensor, "
          "sys.modules[c._backend.__name__].NAME)")
 
-
-def run(code: str, pure=None) -> str:
-  env = dict(os.environ)
-  env.pop("DM_ENV_RPC_FAST_PURE", None)
-  if pure is not None:
-    env["DM_ENV_RPC_FAST_PURE"] = pure
-  env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_PARENT), env.get("PYTHONPATH", "")])
-  done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=PACKAGE_PARENT, env=env,
-                        capture_output=True, text=True, timeout=120)
-  assert done.returncode == 0, done.stderr
-  return done.stdout.strip()
 
 
 @pytest.mark.parametrize("value", ["1", "yes", "true"])

@@ -13,8 +13,7 @@ import pathlib
 
 import pytest
 
-from conftest import pure_only
-from test_backend_selection import run
+from support.backends import pure_only, run
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "dm_env_rpc_fast"
 
@@ -83,6 +82,27 @@ def test_the_rest_of_the_package_uses_the_codecs_public_names():
   bad = [found for found in _violations(PACKAGE, private_codec_module)
          if not found.startswith("dm_env_rpc_fast/codec/")]
   assert not bad, "outside codec/, use dm_env_rpc_fast.codec's public names:\n" + "\n".join(bad)
+
+
+ROOT = PACKAGE.parent
+
+
+def test_no_test_module_imports_another_or_conftest():
+  """Shared test code lives in tests/support (imported as `support`), not in test modules."""
+  bad = []
+  for directory in (ROOT / "tests", ROOT / "bench"):
+    for path in sorted(directory.rglob("*.py")):
+      for line, module in imported_modules(path, path.parent):
+        top = module.split(".")[0]
+        if top == "conftest" or top.startswith("test_"):
+          bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+  assert not bad, "move what is shared into tests/support:\n" + "\n".join(bad)
+
+
+def test_no_tool_puts_the_tests_on_sys_path():
+  bad = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "tools").glob("*.py"))
+         if "sys.path" in path.read_text() and "tests" in path.read_text()]
+  assert not bad, "tools run test support with python -m support.<module> from tests/: " + str(bad)
 
 
 def test_the_checker_sees_relative_and_nested_imports(tmp_path):

@@ -8,9 +8,13 @@ green run.
 
 import importlib
 import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
+import dm_env_rpc_fast
 from dm_env_rpc_fast.codec import BACKEND_MODULES
 
 
@@ -43,3 +47,23 @@ def load_backend(name: str):
     pytest.fail(failure, pytrace=False)
   assert module.NAME == name, f"{BACKEND_MODULES[name]}.NAME is {module.NAME!r}"
   return module
+
+
+# The directory holding the package under test: the checkout in development,
+# site-packages when CI tests an installed wheel.  Subprocesses import from
+# there, so they see the same package (and extension) as this process.
+PACKAGE_PARENT = pathlib.Path(dm_env_rpc_fast.__file__).resolve().parent.parent
+
+
+def run(code: str, pure=None) -> str:
+  """Runs `code` in a fresh interpreter (DM_ENV_RPC_FAST_PURE set to `pure`, or unset)
+  and returns its stdout; warnings are errors there, and a failure fails the test."""
+  env = dict(os.environ)
+  env.pop("DM_ENV_RPC_FAST_PURE", None)
+  if pure is not None:
+    env["DM_ENV_RPC_FAST_PURE"] = pure
+  env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_PARENT), env.get("PYTHONPATH", "")])
+  done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=PACKAGE_PARENT, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  return done.stdout.strip()

@@ -16,8 +16,6 @@ namespace {
 constexpr uint32_t kShapeField = 15;
 constexpr uint64_t kMaxMessage = uint64_t{1} << 31;  // protobuf's 2 GiB limit
 
-const char* const kNames[] = {"", "floats", "doubles", "int8s", "int32s", "int64s",
-                              "uint8s", "uint32s", "uint64s", "bools", "strings", "protos"};
 const char* const kPaths[] = {"Tensor", "Tensor.floats", "Tensor.doubles", "Tensor.int8s",
                               "Tensor.int32s", "Tensor.int64s", "Tensor.uint8s",
                               "Tensor.uint32s", "Tensor.uint64s", "Tensor.bools",
@@ -319,8 +317,6 @@ size_t element_size(int kind) {
     default: return 0;
   }
 }
-
-const char* kind_name(int kind) { return kind >= 1 && kind <= 11 ? kNames[kind] : "none"; }
 
 // ---------------------------------------------------------------------------
 // Encoding.

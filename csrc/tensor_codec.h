@@ -24,8 +24,6 @@ enum Kind : int {
 
 // Bytes per element of a numeric kind's array (0 for strings, protos, none).
 size_t element_size(int kind);
-// Protobuf's field name of a payload kind ("floats", ...).
-const char* kind_name(int kind);
 
 // ---------------------------------------------------------------------------
 // Encoding.

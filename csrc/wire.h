@@ -36,16 +36,11 @@ struct Span {
   size_t len = 0;
 };
 
-// Unaligned little-endian loads/stores (the host is little-endian: the Python
+// Unaligned little-endian load (the host is little-endian: the Python
 // layer only picks the native backend there).
 inline uint64_t load_u64(const uint8_t* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
-  return v;
-}
-inline uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
   return v;
 }
 
@@ -80,8 +75,6 @@ class Reader {
 
   bool done() const { return p_ >= end_; }
   size_t offset() const { return static_cast<size_t>(p_ - base_); }
-  const char* path() const { return path_; }
-  void set_path(const char* path) { path_ = path; }
 
   // The error texts here are the pure backend's too (codec/_pure/wire.py, and
   // _common.where for the position): change them together.

@@ -62,9 +62,3 @@ def install_as_dm_env_rpc() -> None:
         "the program (or in conftest.py).")
   for suffix, module in zip(MODULES, ours):
     sys.modules["dm_env_rpc" + suffix] = module
-
-
-def installed() -> bool:
-  """True when `dm_env_rpc` currently resolves to dm_env_rpc_fast."""
-  module = sys.modules.get("dm_env_rpc")
-  return module is not None and module is sys.modules.get("dm_env_rpc_fast")

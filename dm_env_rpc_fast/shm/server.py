@@ -190,7 +190,6 @@ class _Channel:
     self._handler = handler
     self._request: Optional[_wire.Region] = None
     self._response: Optional[_wire.Region] = None
-    self._response_fd_sent = False
 
   def serve(self) -> None:
     """Answers step requests until the client goes or the channel is shut."""

@@ -282,8 +282,6 @@ class Connection(object):
     # raw bytes: a patched stub or an intercepted channel sees no extra request.
     self._negotiate = choice != "grpc" and (raw or choice == "shm")
     self._require_fast = choice == "shm"
-    self._transport_note = "" if self._negotiate else f"transport {choice!r}" if raw else (
-        "the stream is not grpc's own raw channel")
 
   @property
   def signals_readiness(self) -> bool:
@@ -312,7 +310,6 @@ class Connection(object):
         reason = ""
       except (error.DmEnvRpcError, shm_client.ChannelError, ValueError) as e:
         reason = str(e)
-    self._transport_note = reason
     if self._fast is None:
       _log.info("dm_env_rpc_fast: steps go over gRPC: %s", reason)
       if self._require_fast:

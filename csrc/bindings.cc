@@ -30,6 +30,18 @@ namespace {
 constexpr size_t kReleaseGil = size_t{64} << 10;
 constexpr int kTopDepth = 100;
 
+// Runs f() (which must not touch Python) with the GIL released when it works
+// over more than kReleaseGil bytes; below that, releasing costs more than it frees.
+template <class F>
+void maybe_nogil(size_t bytes, F&& f) {
+  if (bytes > kReleaseGil) {
+    py::gil_scoped_release nogil;
+    f();
+  } else {
+    f();
+  }
+}
+
 // Python callables registered by _native_backend (kept for the process lifetime).
 struct Fallbacks {
   PyObject* decode_object_tensor = nullptr;  // (list of byte spans) -> value
@@ -191,23 +203,13 @@ size_t input_bytes(const TensorInput& in) { return in.count * dmrf::element_size
 
 py::bytes encode_input(const TensorInput& in) {
   dmrf::TensorSizes sizes;
-  const bool big = input_bytes(in) > kReleaseGil;
-  if (big) {
-    py::gil_scoped_release nogil;
-    sizes = dmrf::tensor_size(in);
-  } else {
-    sizes = dmrf::tensor_size(in);
-  }
+  const size_t bytes = input_bytes(in);
+  maybe_nogil(bytes, [&] { sizes = dmrf::tensor_size(in); });
   PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(sizes.total));
   if (!out) throw py::error_already_set();
   py::bytes result = py::reinterpret_steal<py::bytes>(out);
   auto* p = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(out));
-  if (big) {
-    py::gil_scoped_release nogil;
-    dmrf::write_tensor(in, sizes, p);
-  } else {
-    dmrf::write_tensor(in, sizes, p);
-  }
+  maybe_nogil(bytes, [&] { dmrf::write_tensor(in, sizes, p); });
   return result;
 }
 
@@ -244,7 +246,7 @@ struct PreparedStep {
   dmrf::StepMessage m;
   std::vector<Value> values;
   py::object items;  // the (uid, value) pairs, alive while the items point into them
-  bool big = false;  // enough array data to size and write without the GIL
+  size_t data_bytes = 0;  // the array data: decides whether sizing and writing release the GIL
 };
 
 void prepare_step(py::handle mapping, py::handle requested, int32_t state, bool response,
@@ -259,7 +261,6 @@ void prepare_step(py::handle mapping, py::handle requested, int32_t state, bool 
   std::vector<Value>& values = s.values;
   values.resize(n);  // sized once: items point into it
   m.items.resize(n);
-  size_t data_bytes = 0;
   for (size_t i = 0; i < n; ++i) {
     PyObject* pair = PyList_GET_ITEM(items_obj, i);
     if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
@@ -287,7 +288,7 @@ void prepare_step(py::handle mapping, py::handle requested, int32_t state, bool 
                     PyTuple_GET_ITEM(slow, 2), v);
     }
     item.tensor = v.in;
-    data_bytes += input_bytes(v.in);
+    s.data_bytes += input_bytes(v.in);
   }
   dmrf::sort_items(m.items);
   if (!requested.is_none()) {
@@ -298,23 +299,12 @@ void prepare_step(py::handle mapping, py::handle requested, int32_t state, bool 
     m.requested.reserve(static_cast<size_t>(k));
     for (Py_ssize_t i = 0; i < k; ++i) m.requested.push_back(to_uid(PySequence_Fast_GET_ITEM(seq, i)));
   }
-  s.big = data_bytes > kReleaseGil;
-  if (s.big) {
-    py::gil_scoped_release nogil;
-    dmrf::size_step(m);
-  } else {
-    dmrf::size_step(m);
-  }
+  maybe_nogil(s.data_bytes, [&] { dmrf::size_step(m); });
 }
 
 // Writes the message into p (room for cap bytes) if it fits.
 void write_prepared(const PreparedStep& s, uint8_t* p, size_t cap) {
-  if (s.big) {
-    py::gil_scoped_release nogil;
-    dmrf::write_step_into(s.m, p, cap);
-  } else {
-    dmrf::write_step_into(s.m, p, cap);
-  }
+  maybe_nogil(s.data_bytes, [&] { dmrf::write_step_into(s.m, p, cap); });
 }
 
 py::bytes encode_step(py::handle mapping, py::handle requested, int32_t state, bool response) {
@@ -488,13 +478,8 @@ py::object make_view(Input& input, const TensorParse& t, const std::vector<npy_i
 // (another process writing shared memory): the result would be partly
 // unwritten, so that is an error.
 void fill_maybe_nogil(const uint8_t* data, const TensorParse& t, void* out, uint64_t cap) {
-  uint64_t written;
-  if (t.run_bytes > kReleaseGil) {
-    py::gil_scoped_release nogil;
-    written = dmrf::fill_elements(data, t, out, cap);
-  } else {
-    written = dmrf::fill_elements(data, t, out, cap);
-  }
+  uint64_t written = 0;
+  maybe_nogil(t.run_bytes, [&] { written = dmrf::fill_elements(data, t, out, cap); });
   if (written != cap) throw_changed();
 }
 
@@ -505,19 +490,13 @@ void first_element(const uint8_t* data, const TensorParse& t, unsigned char (&el
 
 // Repeats the element w bytes wide over n elements at out.
 void broadcast_fill(unsigned char* out, size_t n, size_t w, const unsigned char* elem) {
-  auto fill = [&] {
+  maybe_nogil(n * w, [&] {
     if (w == 1) {
       std::memset(out, elem[0], n);
     } else {
       for (size_t i = 0; i < n; ++i) std::memcpy(out + i * w, elem, w);
     }
-  };
-  if (n * w > kReleaseGil) {
-    py::gil_scoped_release nogil;
-    fill();
-  } else {
-    fill();
-  }
+  });
 }
 
 // The shape plan of a numeric Tensor (the errors of dm_env_rpc's rules).
@@ -663,16 +642,6 @@ py::object decode_object(Input& input, const std::vector<Span>& spans) {
   }
   return steal_or_throw(PyObject_CallOneArg(need_fallback(g_fallbacks.decode_object_tensor),
                                             parts.ptr()));
-}
-
-template <class F>
-void maybe_nogil(size_t bytes, F f) {
-  if (bytes > kReleaseGil) {
-    py::gil_scoped_release nogil;
-    f();
-  } else {
-    f();
-  }
 }
 
 // `out`: None, or an array to decode into (the backend checked nothing yet).

@@ -28,7 +28,6 @@ namespace {
 
 // Work above this many bytes runs with the GIL released.
 constexpr size_t kReleaseGil = size_t{64} << 10;
-constexpr int kTopDepth = 100;
 
 // Runs f() (which must not touch Python) with the GIL released when it works
 // over more than kReleaseGil bytes; below that, releasing costs more than it frees.
@@ -649,7 +648,7 @@ py::object decode_tensor(py::handle buf, bool zero_copy, py::handle out) {
   Input input(buf);
   TensorParse t;
   maybe_nogil(input.size(), [&] {
-    dmrf::parse_tensor(input.data(), input.size(), Span{0, input.size()}, kTopDepth, t);
+    dmrf::parse_tensor(input.data(), input.size(), Span{0, input.size()}, dmrf::kMaxDepth, t);
   });
   if (t.has_object) {
     py::list spans;
@@ -767,6 +766,8 @@ PYBIND11_MODULE(_native, m) {
   m.def("set_max_broadcast_bytes", [](uint64_t limit) { g_max_broadcast_bytes = limit; },
         py::arg("limit"));
   m.attr("DEFAULT_MAX_BROADCAST_BYTES") = py::int_(dmrf::kDefaultMaxBroadcastBytes);
+  m.attr("MAX_DEPTH") = py::int_(dmrf::kMaxDepth);
+  m.attr("NESTING_ERROR") = py::str(dmrf::nesting_error());
   m.def("encode_tensor_fast", &encode_tensor_fast, py::arg("value"));
   m.def("encode_prepared", &encode_prepared, py::arg("kind"), py::arg("array"), py::arg("shape"));
   m.def("set_out_helpers", [](py::object check_out, py::object store_decoded) {

@@ -9,8 +9,6 @@
 namespace dmrf {
 namespace {
 
-constexpr int kTopDepth = 100;  // upb's nesting budget for a top-level message
-constexpr size_t kMaxMessage = size_t{1} << 31;
 
 size_t entry_len(const StepItem& item) {
   const size_t t = item.tensor_len();
@@ -49,7 +47,7 @@ class StepParser {
       if ((tag & 7) == kLengthDelimited && is_payload_field(field, response_)) {
         const size_t at = r.offset();
         const Span s = r.read_length_delimited();
-        const int depth = enter(r, kTopDepth, at);
+        const int depth = r.enter(kMaxDepth, at);
         if (static_cast<int>(field) != out_.payload) {  // oneof: another case clears
           if (out_.payload == kStepPayload) clear_step();
           out_.payload = static_cast<int>(field);
@@ -60,17 +58,12 @@ class StepParser {
           out_.unchecked = true;
         }
       } else {
-        r.skip_field(tag, kTopDepth);
+        r.skip_field(tag, kMaxDepth);
       }
     }
   }
 
  private:
-  static int enter(const Reader& r, int depth, size_t at) {
-    if (depth - 1 < 0) r.fail(at, "nesting deeper than 100 levels");
-    return depth - 1;
-  }
-
   void clear_step() {
     for (const StepEntry& e : out_.entries) out_.unchecked |= e.tensor.has_object;
     out_.state = 0;
@@ -89,7 +82,7 @@ class StepParser {
       if (field == map_field && wt == kLengthDelimited) {
         const size_t at = r.offset();
         const Span s = r.read_length_delimited();
-        parse_entry(s, enter(r, depth, at));
+        parse_entry(s, r.enter(depth, at));
       } else if (response_ && field == 1 && wt == kVarint) {
         out_.state = static_cast<int32_t>(static_cast<uint32_t>(r.read_varint()));
       } else if (!response_ && field == 2 && wt == kLengthDelimited) {
@@ -116,7 +109,7 @@ class StepParser {
       } else if (tag == ((2u << 3) | kLengthDelimited)) {
         const size_t at = r.offset();
         const Span s = r.read_length_delimited();
-        const int inner = enter(r, depth, at);
+        const int inner = r.enter(depth, at);
         try {
           parse_tensor(base_, total_, s, inner, e.tensor);  // repeated value: merges
         } catch (const DecodeError& err) {
@@ -184,7 +177,7 @@ size_t size_step(StepMessage& m) {
   if (!m.requested.empty()) step += 1 + varint_size(m.requested_len) + m.requested_len;
   m.step_len = step;
   m.total = 1 + varint_size(step) + step;
-  if (m.total >= kMaxMessage) {
+  if (m.total >= kMaxMessageBytes) {
     throw std::invalid_argument("Step message of " + std::to_string(m.total) +
                                 " bytes exceeds protobuf's 2 GiB message limit");
   }

@@ -14,7 +14,6 @@ namespace dmrf {
 namespace {
 
 constexpr uint32_t kShapeField = 15;
-constexpr uint64_t kMaxMessage = uint64_t{1} << 31;  // protobuf's 2 GiB limit
 
 const char* const kPaths[] = {"Tensor", "Tensor.floats", "Tensor.doubles", "Tensor.int8s",
                               "Tensor.int32s", "Tensor.int64s", "Tensor.uint8s",
@@ -167,12 +166,6 @@ uint8_t* write_body(const TensorInput& in, size_t body, uint8_t* out) {
   }
 }
 
-// Nested message entry: one level of the depth budget.
-int enter(const Reader& r, int depth, size_t at) {
-  if (depth - 1 < 0) r.fail(at, "nesting deeper than 100 levels");
-  return depth - 1;
-}
-
 void add_run(TensorParse& t, Span s, uint64_t count) {
   t.runs.push_back(s);
   t.count += count;
@@ -242,7 +235,7 @@ void scan_object_array(const uint8_t* base, size_t total, Span span, int depth, 
     if (kind == kProto && tag == ((1u << 3) | kLengthDelimited)) {
       const size_t at = r.offset();
       const Span s = r.read_length_delimited();
-      scan_any(base, total, s, enter(r, depth, at));
+      scan_any(base, total, s, r.enter(depth, at));
     } else {
       r.skip_field(tag, depth);
     }
@@ -335,7 +328,7 @@ TensorSizes tensor_size(const TensorInput& in) {
   s.inner = in.count ? 1 + varint_size(s.body) + s.body : 0;
   s.total = 1 + varint_size(s.inner) + s.inner;
   if (in.ndim) s.total += 1 + varint_size(s.shape) + s.shape;
-  if (s.total >= kMaxMessage) {
+  if (s.total >= kMaxMessageBytes) {
     throw std::invalid_argument("Tensor of " + std::to_string(s.total) +
                                 " bytes exceeds protobuf's 2 GiB message limit");
   }
@@ -440,7 +433,7 @@ void parse_tensor(const uint8_t* base, size_t total, Span span, int depth, Tenso
     if (field >= 1 && field <= 11 && wt == kLengthDelimited) {
       const size_t at = r.offset();
       const Span s = r.read_length_delimited();
-      const int inner = enter(r, depth, at);
+      const int inner = r.enter(depth, at);
       const int kind = static_cast<int>(field);
       if (kind != t.kind) {  // oneof: another case clears; the same case merges
         t.clear_payload();

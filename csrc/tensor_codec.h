@@ -70,7 +70,7 @@ struct TensorParse {
 
 // Merges one occurrence of a Tensor message (bytes `span` of the buffer at
 // base, total bytes long) into `t`.  `depth` is the nesting budget left for
-// the Tensor's own fields (100 for a top-level message).
+// the Tensor's own fields (kMaxDepth for a top-level message).
 void parse_tensor(const uint8_t* base, size_t total, Span span, int depth, TensorParse& t);
 
 // Elements in a packed varint run; throws if one is longer than 10 bytes or

@@ -30,6 +30,18 @@ enum WireType : uint32_t {
   kVarint = 0, kFixed64 = 1, kLengthDelimited = 2, kStartGroup = 3, kEndGroup = 4, kFixed32 = 5,
 };
 
+// upb's nesting budget for a top-level message: each nested message or group
+// spends one level.  _common.MAX_DEPTH and _common.NESTING_ERROR are the pure
+// backend's copies; the extension exports these (MAX_DEPTH, NESTING_ERROR) and
+// a test holds the two equal.
+constexpr int kMaxDepth = 100;
+inline std::string nesting_error() {
+  return "nesting deeper than " + std::to_string(kMaxDepth) + " levels";
+}
+
+// protobuf's limit on a message (and so on any length prefix): 2 GiB.
+constexpr uint64_t kMaxMessageBytes = uint64_t{1} << 31;
+
 // Byte range [off, off + len) of the top-level buffer.
 struct Span {
   size_t off = 0;
@@ -138,7 +150,7 @@ class Reader {
       len |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
       if (b < 0x80) break;
     }
-    if (len >= (uint64_t{1} << 31)) fail(at, "length " + std::to_string(len) + " is 2 GiB or more");
+    if (len >= kMaxMessageBytes) fail(at, "length " + std::to_string(len) + " is 2 GiB or more");
     if (len > static_cast<size_t>(end_ - p_)) {
       fail(at, "length " + std::to_string(len) + " runs past the end of " +
                    (end_ == base_ + total_ ? std::string("the buffer")
@@ -156,6 +168,13 @@ class Reader {
     Span s{offset(), n};
     p_ += n;
     return s;
+  }
+
+  // Enters a nested message whose length prefix is at `at`, inside a message
+  // with `depth` levels of budget left: returns the budget inside it.
+  int enter(int depth, size_t at) const {
+    if (depth < 1) fail(at, nesting_error());
+    return depth - 1;
   }
 
   // Skips the value of an unknown field whose tag was just read.  `depth` is the
@@ -184,7 +203,7 @@ class Reader {
 
   void skip_group(uint32_t field, int depth) {
     const size_t at = offset();
-    if (--depth < 0) fail(at, "nesting deeper than 100 levels");
+    if (--depth < 0) fail(at, nesting_error());
     for (;;) {
       if (done()) fail(at, "unterminated group " + std::to_string(field));
       const size_t tag_at = offset();

@@ -12,6 +12,8 @@ def set_fallbacks(
   """Registers the Python callables used for strings/protos, odd UIDs and odd values."""
 
 DEFAULT_MAX_BROADCAST_BYTES: int
+MAX_DEPTH: int  # the nesting budget (_common.MAX_DEPTH)
+NESTING_ERROR: str  # what going past it raises (_common.NESTING_ERROR)
 
 def set_max_broadcast_bytes(limit: int) -> None:
   """Sets the broadcast cap (see dm_env_rpc_fast.codec.MAX_BROADCAST_BYTES)."""

@@ -7,7 +7,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   dmrf::TensorParse t;
   try {
-    dmrf::parse_tensor(data, size, dmrf::Span{0, size}, 100, t);
+    dmrf::parse_tensor(data, size, dmrf::Span{0, size}, dmrf::kMaxDepth, t);
   } catch (const dmrf::DecodeError&) {
     return 0;
   }

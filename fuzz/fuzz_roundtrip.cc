@@ -65,7 +65,7 @@ void roundtrip_tensor(const dmrf::TensorInput& in) {
   std::vector<uint8_t> msg(sizes.total);
   FUZZ_CHECK(dmrf::write_tensor(in, sizes, msg.data()) == msg.data() + msg.size());
   dmrf::TensorParse t;
-  dmrf::parse_tensor(msg.data(), msg.size(), dmrf::Span{0, msg.size()}, 100, t);  // must not throw
+  dmrf::parse_tensor(msg.data(), msg.size(), dmrf::Span{0, msg.size()}, dmrf::kMaxDepth, t);  // must not throw
   check_tensor_matches(msg.data(), t, in);
 }
 

@@ -16,8 +16,8 @@ import pytest
 
 from dm_env_rpc_fast import codec as live_codec
 from support.codec_reference import (
-    check, check_decode, compare_tensor, expect_tensor, lfield, padded_varint, tensor_bytes,
-    varint, vfield)
+    check, check_decode, compare_tensor, expect_tensor, lfield, nested_groups, padded_varint,
+    tensor_bytes, varint, vfield)
 from support.hostile import HOSTILE, NUMERIC, run_case
 from support.malformed import FLOAT_RUN
 
@@ -38,10 +38,17 @@ def test_broadcast_errors_are_worded_alike(both_backends):
       assert run_case(native, kind, buf) == run_case(pure, kind, buf), name
 
 
-def test_the_cap_is_shared(both_backends):
+def test_the_limits_are_shared(both_backends):
+  """The broadcast cap and the nesting budget, each defined once per backend, agree."""
   from dm_env_rpc_fast import _native
+  from dm_env_rpc_fast.codec import _common
   assert live_codec.MAX_BROADCAST_BYTES == 1 << 28
   assert _native.DEFAULT_MAX_BROADCAST_BYTES == 1 << 28
+  assert (_native.MAX_DEPTH, _native.NESTING_ERROR) == (_common.MAX_DEPTH, _common.NESTING_ERROR)
+  too_deep = nested_groups(_common.MAX_DEPTH + 1) + tensor_bytes("floats", [1.0])
+  for backend in both_backends:
+    with pytest.raises(ValueError, match=_common.NESTING_ERROR):
+      backend.decode_tensor(too_deep)
 
 
 def test_broadcasts_under_the_cap_still_work(codec):

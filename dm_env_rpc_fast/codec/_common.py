@@ -443,6 +443,14 @@ def wrong_payload(envelope_descriptor, number: int) -> ValueError:
   return ValueError(f"{name} payload is {payload_name(envelope_descriptor, number)}, not step")
 
 
+# upb's nesting budget for a top-level message (each nested message or group
+# spends one level) and the error past it.  The native core defines its own
+# (csrc/wire.h: kMaxDepth, nesting_error) and exports them as _native.MAX_DEPTH
+# and NESTING_ERROR; a test holds them equal to these.
+MAX_DEPTH = 100
+NESTING_ERROR = f"nesting deeper than {MAX_DEPTH} levels"
+
+
 def where(pos: int, size: int) -> str:
   """Where a wire error is, as both backends say it (csrc/wire.h: Reader::fail)."""
   return f"at offset {pos} ({size}-byte buffer)"

@@ -270,12 +270,12 @@ def _walk_envelope(buf, zero_copy: bool, is_request: bool, into=None):
       if field == _STEP:
         if step is None:
           step = {"tensors": {}, "requested": [], "state": 0}
-        _walk_step(data, start, pos, 99, zero_copy, step, is_request, into)
+        _walk_step(data, start, pos, _common.MAX_DEPTH - 1, zero_copy, step, is_request, into)
       else:
         saw_other = True
         other_spans.append(data[start:pos])
     else:
-      pos = wire.skip_field(data, pos, end, tag, 100, name)
+      pos = wire.skip_field(data, pos, end, tag, _common.MAX_DEPTH, name)
   if saw_other or step is not None and "unchecked" in step:
     _check_with_protobuf(data, is_request)
   return payload, step, other_spans

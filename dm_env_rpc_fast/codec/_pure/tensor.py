@@ -639,7 +639,7 @@ def decode_tensor(buf, *, zero_copy: bool = False, out=None):
   if out is not None:
     data = wire.as_bytes(buf)
     end = len(data)
-    loaded = load_tensor(data, ((0, end),), 100, True)
+    loaded = load_tensor(data, ((0, end),), _common.MAX_DEPTH, True)
     return write_into(check_into(None, loaded, out, data))
   data = buf if type(buf) is bytes else wire.as_bytes(buf)
   end = len(data)
@@ -659,7 +659,7 @@ def decode_tensor(buf, *, zero_copy: bool = False, out=None):
   except ValueError:  # (the walk raises it, in the walk's order)
     fast = None
   if fast is None:
-    fast = _walk_and_load(data, ((0, end),), 100, zero_copy)
+    fast = _walk_and_load(data, ((0, end),), _common.MAX_DEPTH, zero_copy)
   flat, shape = fast
   if flat is not None and len(shape) == 1 and shape[0] == flat.shape[0] != 1:
     return flat  # (finish's commonest case)

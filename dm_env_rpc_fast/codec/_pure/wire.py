@@ -145,7 +145,7 @@ def skip_field(data, pos: int, end: int, tag: int, depth: int, what: str) -> int
 def _skip_group(data, pos: int, end: int, field: int, depth: int, what: str) -> int:
   start = pos
   if depth < 0:
-    raise ValueError(f"{what}: nesting deeper than 100 levels {where(data, start)}")
+    raise ValueError(f"{what}: {_common.NESTING_ERROR} {where(data, start)}")
   while pos < end:
     tag_pos = pos
     tag, pos = read_tag(data, pos, end, what, True)
@@ -186,7 +186,7 @@ def skip_message(data, pos: int, end: int, depth: int, what: str, children=None)
 def check_depth(data, pos: int, depth: int, what: str) -> None:
   """Raises if entering a nested message (its length prefix at `pos`) leaves budget `depth` < 0."""
   if depth < 0:
-    raise ValueError(f"{what}: nesting deeper than 100 levels {where(data, pos)}")
+    raise ValueError(f"{what}: {_common.NESTING_ERROR} {where(data, pos)}")
 
 
 def check_varint_run(data, pos: int, end: int, what: str) -> None:

@@ -7,11 +7,13 @@
 #   3. tools/sanitizer_tests.sh: the test suite's native-backend half against an
 #      ASan + UBSan build of the extension, then a LeakSanitizer run over a short workload.
 # Exits non-zero if any step fails (every step runs regardless).  Installs clang
-# (apt-get) and pybind11 (pip) if missing.  PYTHON (default python3) must have the
-# package's [test] extra installed (numpy, protobuf, pytest, hypothesis).
+# (apt-get) and pybind11 (pip) if missing.  PYTHON (default: the active virtual
+# environment's python, else python3) must have the package's [test] extra
+# installed (numpy, protobuf, pytest, hypothesis).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}}"
 export PYTHON="${PYTHON:-python3}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 DIFF_SECONDS="${DIFF_SECONDS:-60}"

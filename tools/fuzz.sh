@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets over the C++ codec core (fuzz/*.cc) with
-# AddressSanitizer + UndefinedBehaviorSanitizer, replays the kept regression
+# AddressSanitizer + UndefinedBehaviorSanitizer (CMakeLists.txt's
+# DM_ENV_RPC_FAST_FUZZ build, in $FUZZ_OUT/build), replays the kept regression
 # inputs (fuzz/regressions/<target>/), then fuzzes each target for a bounded
 # time from a seed corpus of valid messages (fuzz/make_seeds.py).
 #
@@ -10,7 +11,7 @@
 #                       fuzz_step_response fuzz_roundtrip)
 # Environment: FUZZ_JOBS (targets run at once, default 2), FUZZ_OUT (work
 # directory, default build/fuzz), PYTHON (for the seed generator: needs numpy
-# and protobuf, default python3).
+# and protobuf; default the active virtual environment's python, else python3).
 #
 # Exits non-zero on any finding (crash, sanitizer report, leak, timeout, OOM).
 # A crashing input is left in $FUZZ_OUT/artifacts/; copy it into
@@ -28,22 +29,21 @@ if [ ${#TARGETS[@]} -eq 0 ]; then
 fi
 OUT="${FUZZ_OUT:-$ROOT/build/fuzz}"
 JOBS="${FUZZ_JOBS:-2}"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}}"
+PY="${PY:-python3}"
 
 # shellcheck source=tools/ensure_clang.sh
 . "$ROOT/tools/ensure_clang.sh"
 
 build() {
-  local flags=(-std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
-               -fno-sanitize-recover=undefined -I"$ROOT/csrc")
-  mkdir -p "$OUT/obj"
-  for src in tensor_codec step_codec; do
-    clang++ "${flags[@]}" -fsanitize=fuzzer-no-link -c "$ROOT/csrc/$src.cc" -o "$OUT/obj/$src.o"
-  done
-  for t in "${TARGETS[@]}"; do
-    clang++ "${flags[@]}" -fsanitize=fuzzer "$ROOT/fuzz/$t.cc" "$OUT/obj/tensor_codec.o" \
-      "$OUT/obj/step_codec.o" -o "$OUT/$t"
-  done
+  local log="$OUT/build.log"
+  if ! { "$CMAKE" -S "$ROOT" -B "$OUT/build" -DCMAKE_CXX_COMPILER=clang++ \
+           -DDM_ENV_RPC_FAST_FUZZ=ON &&
+         "$CMAKE" --build "$OUT/build" -j "$JOBS" --target "${TARGETS[@]}"; } > "$log" 2>&1; then
+    tail -40 "$log"
+    echo "fuzz.sh: the build failed (log: $log)"
+    return 1
+  fi
 }
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"
@@ -59,13 +59,13 @@ run_target() {
   local kept=()
   for f in "$ROOT/fuzz/regressions/$t"/*; do [ -f "$f" ] && kept+=("$f"); done
   if [ ${#kept[@]} -gt 0 ]; then
-    if ! "$OUT/$t" "${common[@]}" "${kept[@]}" > "$log.replay" 2>&1; then
+    if ! "$OUT/build/$t" "${common[@]}" "${kept[@]}" > "$log.replay" 2>&1; then
       echo "FAIL $t: a kept regression input fails again (log: $log.replay)"
       tail -40 "$log.replay"
       return 1
     fi
   fi
-  if ! "$OUT/$t" "${common[@]}" -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
+  if ! "$OUT/build/$t" "${common[@]}" -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
        "$OUT/corpus/$t" "$OUT/seeds/$t" > "$log" 2>&1; then
     echo "FAIL $t: finding after $(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" |
           awk '{print $2}') executions (log: $log)"
@@ -80,6 +80,7 @@ run_target() {
 
 mkdir -p "$OUT"
 ensure_clang
+ensure_cmake
 echo "fuzz.sh: building ${TARGETS[*]} (ASan + UBSan + libFuzzer)"
 build
 rm -rf "$OUT/seeds"

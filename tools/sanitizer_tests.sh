@@ -4,12 +4,14 @@
 #
 # Usage: tools/sanitizer_tests.sh [PYTEST_ARGS...]
 #   PYTEST_ARGS  default: the whole suite ($ROOT/tests)
-# Environment: PYTHON (default python3: needs numpy, protobuf, pytest and
-# hypothesis, i.e. the [test] extra; pybind11 is installed into it if missing),
-# SAN_OUT (work directory, default build/sanitizers).
+# Environment: PYTHON (default: the active virtual environment's python, else
+# python3; it needs numpy, protobuf, pytest and hypothesis, i.e. the [test]
+# extra; pybind11 is installed into it if missing), SAN_OUT (work directory,
+# default build/sanitizers).
 #
-# How: the extension is compiled with clang (-fsanitize=address,undefined,
-# -shared-libasan) into a copy of the package under $SAN_OUT/site; pytest runs
+# How: CMakeLists.txt's DM_ENV_RPC_FAST_SANITIZE build (clang, ASan + UBSan,
+# the shared ASan runtime) of the extension, in $SAN_OUT/build, is copied into
+# a copy of the package under $SAN_OUT/site; pytest runs
 # from outside the source tree with that copy first on PYTHONPATH and the ASan
 # runtime in LD_PRELOAD (CPython itself is not instrumented).  Leak detection
 # is off for the test run (CPython does not free everything at exit); the leak
@@ -22,29 +24,34 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${SAN_OUT:-$ROOT/build/sanitizers}"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}}"
+PY="${PY:-python3}"
 # shellcheck source=tools/ensure_clang.sh
 . "$ROOT/tools/ensure_clang.sh"
 
 ensure_clang
+ensure_cmake
 if ! "$PY" -c "import pybind11" 2>/dev/null; then
   "$PY" -m pip install -q pybind11
 fi
 
 echo "sanitizer_tests.sh: building the extension with ASan + UBSan"
+log="$OUT/build.log"
+mkdir -p "$OUT"
+if ! { "$CMAKE" -S "$ROOT" -B "$OUT/build" -DCMAKE_CXX_COMPILER=clang++ \
+         -DDM_ENV_RPC_FAST_SANITIZE=ON -DPython_EXECUTABLE="$(command -v "$PY")" \
+         -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" &&
+       "$CMAKE" --build "$OUT/build" -j 2 --target _native; } > "$log" 2>&1; then
+  tail -40 "$log"
+  echo "sanitizer_tests.sh: the build failed (log: $log)"
+  exit 1
+fi
 rm -rf "$OUT/site"
 mkdir -p "$OUT/site"
 cp -r "$ROOT/dm_env_rpc_fast" "$OUT/site/"
 find "$OUT/site" -name '_native*.so' -delete
 find "$OUT/site" -name '__pycache__' -prune -exec rm -rf {} +
-suffix="$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
-numpy_inc="$("$PY" -c 'import numpy; print(numpy.get_include())')"
-# shellcheck disable=SC2046
-clang++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fPIC -shared -shared-libasan \
-  -fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=undefined \
-  $("$PY" -m pybind11 --includes) -I"$numpy_inc" -I"$ROOT/csrc" \
-  "$ROOT/csrc/bindings.cc" "$ROOT/csrc/tensor_codec.cc" "$ROOT/csrc/step_codec.cc" \
-  -o "$OUT/site/dm_env_rpc_fast/_native$suffix"
+cp "$OUT"/build/_native*.so "$OUT/site/dm_env_rpc_fast/"
 
 ASAN_RT="$(clang++ -print-file-name=libclang_rt.asan-x86_64.so)"
 export LD_PRELOAD="$ASAN_RT"

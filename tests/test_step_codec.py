@@ -162,7 +162,7 @@ def test_out_of_range_uids_raise(codec, bad):
     codec.encode_step_response(1, {bad: 1.0})
 
 
-@pytest.mark.parametrize("bad", ["1", None, 1.5, object()], ids=repr)
+@pytest.mark.parametrize("bad", ["1", None, 1.5, object()], ids=["'1'", "None", "1.5", "object()"])
 def test_uids_that_are_not_integers_raise(codec, bad):
   with pytest.raises((TypeError, ValueError)):
     codec.encode_step_request({bad: 1.0}, [])

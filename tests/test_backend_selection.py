@@ -43,8 +43,6 @@ def test_both_backends_export_the_same_api():
 @pytest.mark.parametrize("pure", ["0", "1"], ids=["default", "pure"])
 def test_backend_modules_name_the_live_backend(pure):
   """The tests and the benchmark import backends by codec.BACKEND_MODULES."""
-  if pure == "0" and pure_only():
-    pytest.skip("DM_ENV_RPC_FAST_PURE is set: the native backend is deliberately not tested")
   code = ("import dm_env_rpc_fast.codec as c; "
           "print(sorted(c.BACKEND_MODULES), c.BACKEND_MODULES[c.BACKEND] == c._backend.__name__)")
   assert run(code, pure=pure) == "['native', 'pure'] True"

@@ -9,20 +9,20 @@ Per case: the median time, throughput (array bytes / median), speed-up over
 upstream dm-env-rpc, % of memcpy bandwidth for the same bytes, and the spread
 (IQR / median) as a noise gauge.  Cases that carry a performance target are
 marked PASS or FAIL; a summary of every target closes the output.  Reads only
-the JSON (the `extra_info` the benchmarks record), so it runs anywhere.
+the JSON (the `extra_info` the benchmarks record) and the harness's tables of
+dtypes and operations (`dm_env_rpc_fast.benchmark`), so it runs wherever
+dm_env_rpc_fast imports.
 """
 
 import argparse
 import json
 import sys
 
-KIB = 1024
-BULK = 64 * KIB  # the bandwidth targets are about bulk arrays: 64 KiB and up
+from dm_env_rpc_fast.benchmark.cases import BULK_BYTES, COPIED_FIXED_WIDTH, FIXED_WIDTH, VARINT
+from dm_env_rpc_fast.benchmark.impls import OPS
+
 NOISY = 0.25  # IQR/median above this: the verdict may be the machine's, not the code's
-FIXED_WIDTH = ("float32", "float64", "int8", "uint8")
-COPIED = ("float32", "float64")
-CODEC_OPS = ("encode", "decode", "decode_zc", "memcpy")  # int8/uint8 decode to views even when copying
-VARINT = ("int32", "int64", "uint32", "uint64")
+CODEC_OPS = OPS + ("memcpy",)  # the codec's operations, and the alignment suite's memcpy baselines
 SECTIONS = (
     ("encode", "Encode (value -> wire bytes)"),
     ("decode", "Decode, copying (wire bytes -> array; the default)"),
@@ -64,6 +64,10 @@ class Row:
   @property
   def noisy(self):
     return self.median > 0 and self.iqr / self.median > NOISY
+
+  @property
+  def bulk(self):
+    return self.nbytes >= BULK_BYTES
 
   @property
   def gbps(self):
@@ -147,18 +151,18 @@ def _speedup_at_least(floor):
 
 TARGETS = (
     Target("native fixed-width encode >= 50% memcpy (>= 64 KiB, every offset)", ">= 50% memcpy",
-           lambda r: _native(r, "encode") and r.dtype in FIXED_WIDTH and r.nbytes >= BULK,
+           lambda r: _native(r, "encode") and r.dtype in FIXED_WIDTH and r.bulk,
            _pct_memcpy),
     Target("native zero_copy decode < 2 us", "< 2 us",
            lambda r: _native(r, "decode_zc"), _time_below(2.0, strict=True)),
     Target("native copying decode >= 50% memcpy (float32/64, >= 64 KiB)", ">= 50% memcpy",
-           lambda r: _native(r, "decode") and r.dtype in COPIED and r.nbytes >= BULK
+           lambda r: _native(r, "decode") and r.dtype in COPIED_FIXED_WIDTH and r.bulk
            and r.size != "scalar", _pct_memcpy),
     Target("native varint kinds >= 1 GB/s each way (>= 64 KiB)", ">= 1 GB/s",
-           lambda r: _native(r, "encode", "decode") and r.dtype in VARINT and r.nbytes >= BULK
+           lambda r: _native(r, "encode", "decode") and r.dtype in VARINT and r.bulk
            and r.offset is None, _gbps_at_least(1.0)),
     Target("native bool >= 5 GB/s each way (>= 64 KiB)", ">= 5 GB/s",
-           lambda r: _native(r, "encode", "decode") and r.dtype == "bool" and r.nbytes >= BULK,
+           lambda r: _native(r, "encode", "decode") and r.dtype == "bool" and r.bulk,
            _gbps_at_least(5.0)),
     Target("native scalar <= 1 us each way", "<= 1 us",
            lambda r: _native(r, "encode", "decode") and r.size == "scalar",

@@ -415,8 +415,8 @@ def summary_lines(codec_rows: Sequence["codec_bench.CodecRow"],
         out.append(f"  codec {op:<6} {impl:<6} {_span(ups, fmt_ratio)} dm-env-rpc's speed "
                    f"({_median(ups, fmt_ratio)}{len(ups)} array cells"
                    f"{', views left out' if views else ''})")
-    shares = [1 / v for v in _speedups([r for r in rows if r.dtype in ("float32", "float64")],
-                                       "memcpy", "native", min_bytes=64 * 1024)]
+    shares = [1 / v for v in _speedups([r for r in rows if r.dtype in cases_lib.COPIED_FIXED_WIDTH],
+                                       "memcpy", "native", min_bytes=cases_lib.BULK_BYTES)]
     if shares:
       out.append(f"  codec {op:<6} native {_span(shares, fmt_pct)} of memcpy's bandwidth "
                  f"({_median(shares, fmt_pct)}float32/float64 arrays >= 64KB)")

@@ -22,8 +22,11 @@ from dm_env_rpc_fast.benchmark import _main
 from dm_env_rpc_fast.benchmark import cases
 from dm_env_rpc_fast.benchmark import codec_bench
 from dm_env_rpc_fast.benchmark import e2e
+from dm_env_rpc_fast.benchmark import environment
 from dm_env_rpc_fast.benchmark import impls
-from dm_env_rpc_fast.benchmark import report
+from dm_env_rpc_fast.benchmark import plot
+from dm_env_rpc_fast.benchmark import progress
+from dm_env_rpc_fast.benchmark import tables
 from dm_env_rpc_fast.benchmark import timing
 
 
@@ -404,7 +407,7 @@ def test_codec_table_marks_noisy_failed_and_view_cells():
     row.cells[impl].samples = [1e-6, 1e-6]
   row.cells["pure"].samples = [1e-6, 2e-6]
   row.cells["upstream"] = timing.Cell("FAILED", "wrong result: x")
-  lines = report.codec_table([row], "decode", impls.IMPLS)
+  lines = tables.codec_table([row], "decode", impls.IMPLS)
   text = "\n".join(lines)
   data_line = next(line for line in lines if line.strip().startswith("uint8"))
   assert data_line.split()[2:5] == ["1,024v", "683v~", "FAILED"]
@@ -420,7 +423,7 @@ class _Tty(io.StringIO):
 def test_progress_bar_draws_only_on_a_terminal():
   tty, pipe = _Tty(), io.StringIO()
   for stream in (tty, pipe):
-    bar = report.Progress(10.0, stream)
+    bar = progress.Progress(10.0, stream)
     bar.advance(5.0, "codec float32 1KB")
     bar.draw(force=True)
     bar.clear()
@@ -429,7 +432,7 @@ def test_progress_bar_draws_only_on_a_terminal():
   assert tty.getvalue().endswith("\r")
   assert pipe.getvalue() == ""
   off = _Tty()
-  report.Progress(1.0, off, enabled=False).advance(1.0, "x")
+  progress.Progress(1.0, off, enabled=False).advance(1.0, "x")
   assert off.getvalue() == ""
 
 
@@ -444,7 +447,7 @@ def test_plot_writes_a_png(tmp_path):
         row.cells[impl].samples = [1e-5]
       rows.append(row)
   path = tmp_path / "plot.png"
-  report.plot(str(path), rows, [], report.environment())
+  plot.write(str(path), rows, [], environment.probe())
   assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -472,11 +475,11 @@ def test_targets_are_judged_on_paired_ratios():
     case.cells[name] = cell
   assert case.server_cost_ratio() == pytest.approx(1.6)
   assert case.of_ceiling("fast") == pytest.approx(1 / 1.18)
-  lines = report.target_lines([case])
+  lines = tables.target_lines([case])
   assert lines[0] == "Targets at float32 (256,256,3):"
   assert lines[1].endswith("the pre-serialised server's: 1.60x  NOT met")
   assert lines[2].endswith(">= 85% of the ceiling: 84.7%  NOT met")
   assert lines[3].endswith(">= 85% of the ceiling: 90.9%  met")
   assert lines[4].endswith("the least any client returning writable arrays does: 80.0%)")
   assert len(lines) == 5
-  assert report.target_lines([e2e.E2ECase("float32", (16, 16))]) == []  # not the target case
+  assert tables.target_lines([e2e.E2ECase("float32", (16, 16))]) == []  # not the target case

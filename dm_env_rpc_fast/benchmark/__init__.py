@@ -12,8 +12,10 @@ Run it as `dm-env-rpc-fast bench` (or `python -m dm_env_rpc_fast bench`);
   time per step (`e2e`, `raw_server`).
 
 `timing` holds the measurement rules (warm-up, interleaved passes, medians,
-spreads, checks); `report` the tables, JSON, plot and progress bar.  The
-repository's `bench/` pytest-benchmark suites share `cases` and `impls`.
+spreads, checks); `tables` what the run prints, `jsonfile` and `plot` what it
+writes, `progress` its progress bar and `environment` the machine and versions
+it reports.  The repository's `bench/` pytest-benchmark suites share `cases`
+and `impls`.
 """
 
 from typing import Optional, Sequence

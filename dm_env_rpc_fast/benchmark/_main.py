@@ -1,7 +1,7 @@
 """`dm-env-rpc-fast bench`: the command line, and the run from start to end."""
 
 import argparse
-import json
+import datetime
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, TextIO
@@ -9,8 +9,12 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO
 from dm_env_rpc_fast.benchmark import cases as cases_lib
 from dm_env_rpc_fast.benchmark import codec_bench
 from dm_env_rpc_fast.benchmark import e2e
+from dm_env_rpc_fast.benchmark import environment
 from dm_env_rpc_fast.benchmark import impls
-from dm_env_rpc_fast.benchmark import report
+from dm_env_rpc_fast.benchmark import jsonfile
+from dm_env_rpc_fast.benchmark import plot
+from dm_env_rpc_fast.benchmark import progress
+from dm_env_rpc_fast.benchmark import tables
 from dm_env_rpc_fast.benchmark import timing
 from dm_env_rpc_fast.benchmark import vector_bench
 
@@ -167,8 +171,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
   args.argv = argv
   if args.plot:
     try:
-      report.check_plot_support()
-    except report.PlotUnavailable as e:
+      plot.check_plot_support()
+    except plot.PlotUnavailable as e:
       print(f"dm-env-rpc-fast bench: {e}", file=err)
       return 2
   run = _Run(args, out, err)
@@ -189,7 +193,7 @@ class _Run:
     self.cases: List[e2e.E2ECase] = []
     self.vector_cases: List[vector_bench.VectorCase] = []
     self.failures: List[str] = []
-    self.progress = report.Progress(0.0, err, enabled=False)
+    self.progress = progress.Progress(0.0, err, enabled=False)
 
   def _print(self, lines: Sequence[str] = ()) -> None:
     self.progress.clear()
@@ -214,7 +218,7 @@ class _Run:
 
   def run(self) -> int:
     a = self.args
-    self.started = report.now_iso()
+    self.started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     start = time.monotonic()
     if a.no_prime_allocator:
       self.allocator = "left alone (--no-prime-allocator)"
@@ -223,10 +227,10 @@ class _Run:
                         "2 GiB, here and in the servers)")
     else:
       self.allocator = "not primed (not glibc); large results may land on fresh pages"
-    self.env = report.environment()
+    self.env = environment.probe()
     settings = self.settings()
-    self.progress = report.Progress(self._estimate(), self.err, enabled=not a.no_progress)
-    self._print(report.header_lines(self.env, settings) + [""])
+    self.progress = progress.Progress(self._estimate(), self.err, enabled=not a.no_progress)
+    self._print(tables.header_lines(self.env, settings) + [""])
     if not a.no_codec:
       self._run_codec()
     if not a.no_e2e:
@@ -237,21 +241,18 @@ class _Run:
     if not a.no_upstream and not self.env["dm_env_rpc"]:
       note = ("dm-env-rpc is not installed, so it was not compared: `pip install dm-env-rpc` "
               "and run again to see the ratios against it")
-    self._print(report.summary_lines(self.codec_rows, self.cases, note))
+    self._print(tables.summary_lines(self.codec_rows, self.cases, note))
     self._collect_failures()
     status = 1 if self.failures else 0
     elapsed = time.monotonic() - start
     if a.json:
-      data = report.to_json(self.env, settings, self.codec_rows, self.cases, self.failures)
-      data["elapsed_s"] = round(elapsed, 2)
-      if a.vector:
-        data["vector"] = [case.to_json() for case in self.vector_cases]
-      with open(a.json, "w") as f:
-        json.dump(data, f, indent=1)
+      jsonfile.write(a.json, env=self.env, settings=settings, codec_rows=self.codec_rows,
+                     cases=self.cases, vector_cases=self.vector_cases if a.vector else None,
+                     failures=self.failures, elapsed_s=elapsed)
       self._print([f"JSON written to {a.json}"])
     if a.plot:
       try:
-        report.plot(a.plot, self.codec_rows, self.cases, self.env)
+        plot.write(a.plot, self.codec_rows, self.cases, self.env)
         self._print([f"plot written to {a.plot}"])
       except Exception as e:  # pylint: disable=broad-except
         self._print([f"plot FAILED: {type(e).__name__}: {e}"])
@@ -317,7 +318,7 @@ class _Run:
           warmup_seconds=a.seconds, skip=skip, on_pass=on_pass)
       self.progress.advance(step)
     for op in codec_bench.OPS:
-      self._print(report.codec_table(self.codec_rows, op, impls.IMPLS) + [""])
+      self._print(tables.codec_table(self.codec_rows, op, impls.IMPLS) + [""])
 
   def _run_e2e(self) -> None:
     a = self.args
@@ -328,7 +329,7 @@ class _Run:
     except Exception as e:  # pylint: disable=broad-except
       for case in self.cases:
         case.cells = {name: timing.Cell("FAILED", f"servers did not start: {e}") for name in e2e.CLIENTS}
-      self._print(report.e2e_table(self.cases, a.e2e_passes) + [""])
+      self._print(tables.e2e_table(self.cases, a.e2e_passes) + [""])
       return
     self.progress.advance(_SERVER_START_S)
     try:
@@ -343,9 +344,9 @@ class _Run:
     finally:
       ours.stop()
       raw.stop()
-    self._print(report.e2e_table(self.cases, a.e2e_passes) + [""]
-                + report.server_cost_lines(self.cases) + [""]
-                + report.target_lines(self.cases) + [""])
+    self._print(tables.e2e_table(self.cases, a.e2e_passes) + [""]
+                + tables.server_cost_lines(self.cases) + [""]
+                + tables.target_lines(self.cases) + [""])
 
   def _run_vector(self) -> None:
     a = self.args

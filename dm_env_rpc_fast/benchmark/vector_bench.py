@@ -28,7 +28,7 @@ import numpy as np
 
 from dm_env_rpc_fast.benchmark import cases as cases_lib
 from dm_env_rpc_fast.benchmark import e2e
-from dm_env_rpc_fast.benchmark import report
+from dm_env_rpc_fast.benchmark import tables
 from dm_env_rpc_fast.benchmark import timing
 from dm_env_rpc_fast.examples import large_observation
 
@@ -147,7 +147,7 @@ def batched(addresses, settings, transport, expected) -> Tuple[Runner, Optional[
     actions = {"action": np.zeros(len(addresses), np.int32)}
     check = _check_batch(expected, len(addresses))
     check(envs.step(actions))
-    transport_used = getattr(envs._connections[0], "transport", None)  # pylint: disable=protected-access
+    transport_used = getattr(envs._connections[0], "transport", None)
   except BaseException:
     envs.close()
     raise
@@ -319,7 +319,7 @@ def table_lines(cases: Sequence[VectorCase]) -> List[str]:
   """The section's table, its notes and the target lines."""
   if not cases:
     return []
-  notes = report.Notes()
+  notes = tables.Notes()
   head = ["N", "batched", "N threads", "one loop", "batched/one", "batched/threads", "threads/one"]
   rows = [head]
   for case in cases:
@@ -329,10 +329,10 @@ def table_lines(cases: Sequence[VectorCase]) -> List[str]:
       if cell is not None:
         notes.cell(f"N={case.n}", name, cell)
       rate = case.steps_per_s(name)
-      line.append(report._cell_text(cell, "-" if rate is None else f"{rate:,.0f}/s"))  # pylint: disable=protected-access
-    line += [report.fmt_ratio(case.speedup("batched", "one_loop")),
-             report.fmt_ratio(case.speedup("batched", "threads")),
-             report.fmt_ratio(case.speedup("threads", "one_loop"))]
+      line.append(tables.cell_text(cell, "-" if rate is None else f"{rate:,.0f}/s"))
+    line += [tables.fmt_ratio(case.speedup("batched", "one_loop")),
+             tables.fmt_ratio(case.speedup("batched", "threads")),
+             tables.fmt_ratio(case.speedup("threads", "one_loop"))]
     rows.append(line)
   first = cases[0]
   transports = sorted({c.transport or "?" for c in cases})
@@ -340,14 +340,14 @@ def table_lines(cases: Sequence[VectorCase]) -> List[str]:
            f"(transport: {', '.join(transports)}), median of the passes; ratios paired pass by pass\n"
            f"  batched = {CLIENT_TITLES['batched']}; N threads = {CLIENT_TITLES['threads']}; "
            f"one loop = {CLIENT_TITLES['one_loop']}")
-  lines = [title, ""] + ["  " + line for line in report._table(rows, "r" * len(head))]  # pylint: disable=protected-access
+  lines = [title, ""] + ["  " + line for line in tables.aligned(rows, "r" * len(head))]
   lines += ["  " + line for line in notes.lines()]
   target = next((c for c in cases if c.n == TARGET_N), None)
   if target is not None and (first.dtype, first.shape) == e2e.parse_observation(OBSERVATION):
     one, threads = target.speedup("batched", "one_loop"), target.speedup("batched", "threads")
     lines += ["", f"Target at N = {TARGET_N}: batched >= {TARGET_VS_ONE_LOOP}x one loop: "
-              f"{report.fmt_ratio(one)} ({_verdict(one, TARGET_VS_ONE_LOOP)}); "
-              f">= {TARGET_VS_THREADS}x N threads: {report.fmt_ratio(threads)} "
+              f"{tables.fmt_ratio(one)} ({_verdict(one, TARGET_VS_ONE_LOOP)}); "
+              f">= {TARGET_VS_THREADS}x N threads: {tables.fmt_ratio(threads)} "
               f"({_verdict(threads, TARGET_VS_THREADS)})"]
   return lines
 

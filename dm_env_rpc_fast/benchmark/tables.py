@@ -1,13 +1,12 @@
-"""What the harness prints and writes: versions, tables, summary, JSON, plot, progress."""
+"""What the harness prints: the header, the tables with their notes, the targets, the summary.
 
-import datetime
-import os
-import platform
-import shutil
+Every function returns lines of text; `_main` prints them.  Number formats and
+the markers under the tables (noisy cells, views, failures) are shared by every
+section, `vector_bench`'s table too.
+"""
+
 import statistics
-import sys
-import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence
 
 from dm_env_rpc_fast.benchmark import cases as cases_lib
 from dm_env_rpc_fast.benchmark import codec_bench
@@ -22,70 +21,7 @@ IMPL_TITLES = {"native": "native", "pure": "pure", "upstream": "upstream",
 
 
 # ---------------------------------------------------------------------------
-# The machine and the versions.
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.lower().startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def _os_name() -> str:
-  try:
-    release = platform.freedesktop_os_release()
-    distro = release.get("PRETTY_NAME") or release.get("NAME")
-  except (OSError, AttributeError):
-    distro = None
-  kernel = f"{platform.system()} {platform.release()} {platform.machine()}"
-  return f"{distro}, {kernel}" if distro else kernel
-
-
-def _version(distribution: str) -> Optional[str]:
-  from importlib import metadata
-  try:
-    return metadata.version(distribution)
-  except metadata.PackageNotFoundError:
-    return None
-
-
-def environment() -> Dict[str, Any]:
-  """The machine, OS, Python and library versions, for the header and the JSON."""
-  import numpy as np
-  import google.protobuf
-  from google.protobuf.internal import api_implementation
-  import grpc
-  import dm_env_rpc_fast
-  from dm_env_rpc_fast import codec
-
-  backends = {}
-  for name in impls.BACKENDS:
-    module, why = impls.backend(name)
-    backends[name] = "available" if module is not None else f"unavailable ({why})"
-  try:
-    affinity = len(os.sched_getaffinity(0))
-  except AttributeError:
-    affinity = None
-  return {
-      "cpu": _cpu_model(),
-      "cpu_count": os.cpu_count(),
-      "cpus_usable": affinity,
-      "os": _os_name(),
-      "python": f"{platform.python_implementation()} {platform.python_version()}",
-      "numpy": np.__version__,
-      "protobuf": f"{google.protobuf.__version__} ({api_implementation.Type()})",
-      "grpcio": grpc.__version__,
-      "dm_env_rpc_fast": dm_env_rpc_fast.__version__,
-      "backend": codec.BACKEND,
-      "backends": backends,
-      "dm_env_rpc": impls.upstream_version(),
-      "matplotlib": _version("matplotlib"),
-  }
-
+# The header: the machine, the versions, the settings.
 
 def header_lines(env: Dict[str, Any], settings: Dict[str, Any]) -> List[str]:
   cores = f"{env['cpu_count']} cores"
@@ -106,6 +42,7 @@ def header_lines(env: Dict[str, Any], settings: Dict[str, Any]) -> List[str]:
       f"  upstream   {upstream}",
       f"  allocator  {settings['allocator']}",
   ]
+
 
 
 # ---------------------------------------------------------------------------
@@ -148,7 +85,8 @@ def fmt_pct(value: Optional[float]) -> str:
   return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def _table(rows: List[List[str]], aligns: str) -> List[str]:
+def aligned(rows: List[List[str]], aligns: str) -> List[str]:
+  """Aligned columns: `aligns` has "l" (left) or "r" (right) for each column."""
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   out = []
   for r in rows:
@@ -189,7 +127,8 @@ class Notes:
     return out + self.extra
 
 
-def _cell_text(cell: Optional[timing.Cell], figure: str, mark: str = "") -> str:
+def cell_text(cell: Optional[timing.Cell], figure: str, mark: str = "") -> str:
+  """A cell's figure with its markers, or why it has none (-, FAILED, n/a)."""
   if cell is None:
     return "-"
   if cell.status == "FAILED":
@@ -225,7 +164,7 @@ def codec_table(rows: Sequence["codec_bench.CodecRow"], op: str,
       view = row.is_view(impl)
       notes.views |= view and cell is not None and cell.ok
       figure = fmt_time(row.median(impl)) if row.scalar else fmt_rate(row.mb_per_s(impl))
-      line.append(_cell_text(cell, figure, VIEW_MARK if view else ""))
+      line.append(cell_text(cell, figure, VIEW_MARK if view else ""))
     line.append(fmt_ratio(row.ratio("native", "upstream")))
     line.append(fmt_ratio(row.ratio("pure", "upstream")))
     # native as a share of memcpy's bandwidth: memcpy's time / native's time.
@@ -241,7 +180,7 @@ def codec_table(rows: Sequence["codec_bench.CodecRow"], op: str,
   title = (f"Codec {codec_bench.OP_TITLES[op]}\n"
            "  MB/s of array data (1 MB = 1e6 B; sizes: 1KB = 1024 B), median of the passes; "
            "scalars in microseconds per call")
-  return [title, ""] + ["  " + line for line in _table(table, "ll" + "r" * (len(head) - 2))] \
+  return [title, ""] + ["  " + line for line in aligned(table, "ll" + "r" * (len(head) - 2))] \
       + _indent(notes.lines())
 
 
@@ -273,7 +212,7 @@ def e2e_table(cases: Sequence["e2e.E2ECase"], passes: int) -> List[str]:
       share = case.of_ceiling(name)
       if name != "ceiling" and share is not None:
         figure += f" ({fmt_pct(share)})"
-      line.append(_cell_text(cell, figure))
+      line.append(cell_text(cell, figure))
     for name in ("fast", "fast_zc"):
       line.append(fmt_ratio(case.speedup(name, "upstream")))
     table.append(line)
@@ -283,7 +222,7 @@ def e2e_table(cases: Sequence["e2e.E2ECase"], passes: int) -> List[str]:
            "column against our server\n  (`dm-env-rpc-fast serve`, large-observation environment); "
            "raw+copy = raw->ours plus one copy of each\n  response: the least a client returning "
            "writable arrays (fast, as dm-env-rpc) can do")
-  lines = [title, ""] + ["  " + line for line in _table(table, "lr" + "r" * (len(head) - 2))]
+  lines = [title, ""] + ["  " + line for line in aligned(table, "lr" + "r" * (len(head) - 2))]
   return lines + _indent(notes.lines()) + [""] + shm_table(cases)
 
 
@@ -306,7 +245,7 @@ def shm_table(cases: Sequence["e2e.E2ECase"]) -> List[str]:
       share = case.of_ceiling(name)
       if name not in ("ceiling", "memcpy") and share is not None:
         figure += f" ({fmt_ratio(share)})"
-      line.append(_cell_text(cell, figure))
+      line.append(cell_text(cell, figure))
     for name in ("shm_fast", "shm_fast_zc"):
       line.append(fmt_pct(case.of_memcpy(name)))
     table.append(line)
@@ -316,7 +255,7 @@ def shm_table(cases: Sequence["e2e.E2ECase"]) -> List[str]:
            "Unix socket, the wake-up floor of the channel (no memory, no server); memcpy = one\n"
            "  copy of the observation, no server; 'of memcpy' = observation bytes/s against "
            "memcpy's, paired")
-  lines = [title, ""] + ["  " + line for line in _table(table, "l" + "r" * (len(head) - 1))]
+  lines = [title, ""] + ["  " + line for line in aligned(table, "l" + "r" * (len(head) - 1))]
   return lines + _indent(notes.lines())
 
 
@@ -360,7 +299,7 @@ def server_cost_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
                   fmt_time(case.server_cpu_per_step("ceiling")), fmt_ratio(case.server_cost_ratio())])
   return (["Server cost: CPU time per step of the server process (all threads), both servers "
            "driven by the raw client", ""]
-          + ["  " + line for line in _table(table, "lrrr")])
+          + ["  " + line for line in aligned(table, "lrrr")])
 
 
 def target_lines(cases: Sequence["e2e.E2ECase"]) -> List[str]:
@@ -438,193 +377,3 @@ def summary_lines(codec_rows: Sequence["codec_bench.CodecRow"],
   if upstream_note:
     out.append(f"  {upstream_note}")
   return ["Summary"] + out if out else []
-
-
-# ---------------------------------------------------------------------------
-# JSON and plot.
-
-def to_json(env, settings, codec_rows, cases, failures) -> Dict[str, Any]:
-  return {
-      "schema": "dm-env-rpc-fast-bench/1",
-      "created": settings["started"],
-      "settings": settings,
-      "environment": env,
-      "codec": [row.to_json() for row in codec_rows],
-      "e2e": [case.to_json() for case in cases],
-      "failures": failures,
-      "ok": not failures,
-  }
-
-
-class PlotUnavailable(RuntimeError):
-  pass
-
-
-PLOT_HINT = 'matplotlib is needed for --plot: pip install "dm-env-rpc-fast[plot]"'
-
-
-def check_plot_support() -> None:
-  """Raises PlotUnavailable (with the install hint) when matplotlib does not import."""
-  import importlib  # pylint: disable=import-outside-toplevel
-  try:
-    importlib.import_module("matplotlib")
-  except ImportError as e:
-    raise PlotUnavailable(f"{PLOT_HINT} ({e})") from None
-
-
-_STYLE = {
-    "native": ("tab:blue", "-", "o"), "pure": ("tab:green", "-", "s"),
-    "upstream": ("tab:red", "-", "^"), "protobuf": ("tab:gray", ":", "x"),
-    "memcpy": ("black", "--", None),
-    "ceiling": ("black", "--", None), "raw_ours": ("tab:gray", ":", "x"),
-    "raw_copy": ("tab:olive", ":", "+"),
-    "fast": ("tab:blue", "-", "o"), "fast_zc": ("tab:cyan", "-", "D"),
-    "shm_raw": ("tab:purple", ":", "x"), "shm_fast": ("tab:purple", "-", "o"),
-    "shm_fast_zc": ("tab:pink", "-", "D"),
-}
-# The memcpy line of the end-to-end panel (the codec panels have their own).
-_E2E_MEMCPY_STYLE = ("black", ":", None)
-
-
-def plot(path: str, codec_rows, cases, env) -> None:
-  """Throughput against size, one line per implementation (and one per e2e client)."""
-  check_plot_support()
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  kinds = list(dict.fromkeys(r.kind for r in codec_rows if not r.scalar))
-  panels = [(op, kind) for op in codec_bench.OPS for kind in kinds
-            if any(r.op == op and r.kind == kind for r in codec_rows)]
-  ncols = max(1, len(kinds))
-  nrows = (2 if panels else 0) + (1 if cases else 0)
-  if not nrows:
-    raise ValueError("nothing to plot: no array-sized codec cells and no end-to-end cases")
-  fig = plt.figure(figsize=(3.2 * ncols + 1.5, 2.8 * nrows + 0.6), dpi=80)
-  grid = fig.add_gridspec(nrows, ncols)
-  for op_index, op in enumerate(codec_bench.OPS if panels else ()):
-    for col, kind in enumerate(kinds):
-      ax = fig.add_subplot(grid[op_index, col])
-      rows = sorted((r for r in codec_rows if r.op == op and r.kind == kind and not r.scalar),
-                    key=lambda r: r.nbytes)
-      for impl in impls.IMPLS:
-        points = [(r.nbytes, r.mb_per_s(impl)) for r in rows if r.mb_per_s(impl)]
-        if points:
-          color, style, marker = _STYLE[impl]
-          ax.plot(*zip(*points), style, color=color, marker=marker, markersize=4, label=impl)
-      ax.set_xscale("log")
-      ax.set_yscale("log")
-      ax.set_title(f"{op} {kind}", fontsize=9)
-      ax.tick_params(labelsize=7)
-      ax.grid(True, which="major", alpha=0.3)
-      if col == 0:
-        ax.set_ylabel("MB/s of array data", fontsize=8)
-      if op_index == 1:
-        ax.set_xlabel("array bytes", fontsize=8)
-
-  if cases:
-    ax = fig.add_subplot(grid[nrows - 1, :])
-    ordered = sorted(cases, key=lambda c: c.response_bytes or 0)
-    for name in e2e.CLIENTS:
-      if name == "pingpong":
-        continue  # moves no observation
-      points = [(c.response_bytes, c.steps_per_s(name) * c.response_bytes / 1e6)
-                for c in ordered if c.response_bytes and c.steps_per_s(name)]
-      if points:
-        color, style, marker = (_E2E_MEMCPY_STYLE if name == "memcpy"
-                                else _STYLE.get(name, ("tab:red", "-", "^")))
-        ax.plot(*zip(*points), style, color=color, marker=marker, markersize=4, label=name)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_title("end to end on one host, gRPC and shared memory (response MB/s = steps/s x "
-                 "bytes/step)", fontsize=9)
-    ax.set_xlabel("response bytes per step", fontsize=8)
-    ax.set_ylabel("MB/s", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7, loc="best", ncol=len(e2e.CLIENTS) // 2)
-  if panels:
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", ncol=len(labels), fontsize=7, frameon=False)
-  fig.suptitle(f"dm-env-rpc-fast {env['dm_env_rpc_fast']} ({env['backend']}) vs dm-env-rpc "
-               f"{env['dm_env_rpc'] or '(not installed)'}; {env['cpu']}, {env['cpu_count']} cores",
-               fontsize=9, x=0.01, ha="left")
-  fig.tight_layout(rect=(0, 0, 1, 0.97))
-  fig.savefig(path, dpi=72)
-  plt.close(fig)
-  shrink_png(path)
-
-
-def shrink_png(path: str) -> None:
-  """Re-saves a PNG plot with a 64-colour palette (a quarter of the size, same look).
-
-  Uses Pillow, which matplotlib depends on; leaves the file alone without it.
-  """
-  try:
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return
-  with Image.open(path) as image:
-    small = image.convert("RGB").quantize(colors=64, method=0)  # 0: median cut
-  small.save(path, optimize=True)
-
-
-# ---------------------------------------------------------------------------
-# Progress bar.
-
-class Progress:
-  """A one-line progress bar on a terminal (carriage returns, no dependency).
-
-  Work is counted in estimated seconds, so that long and short cells move the
-  bar alike.  Disabled (every method a no-op) when the stream is not a
-  terminal, or when asked.
-  """
-
-  def __init__(self, total: float, stream: TextIO = sys.stderr, enabled: bool = True):
-    self._stream = stream
-    self.enabled = enabled and hasattr(stream, "isatty") and stream.isatty()
-    self._total = max(total, 1e-9)
-    self._done = 0.0
-    self._label = ""
-    self._start = time.monotonic()
-    self._last_draw = 0.0
-    self._drawn = False
-
-  def advance(self, amount: float, label: Optional[str] = None) -> None:
-    self._done = min(self._total, self._done + amount)
-    if label is not None:
-      self._label = label
-    self.draw()
-
-  def set_label(self, label: str) -> None:
-    self._label = label
-    self.draw(force=True)
-
-  def draw(self, force: bool = False) -> None:
-    if not self.enabled:
-      return
-    now = time.monotonic()
-    if not force and now - self._last_draw < 0.1:
-      return
-    self._last_draw = now
-    width = shutil.get_terminal_size((80, 20)).columns
-    fraction = self._done / self._total
-    bar_width = 24
-    filled = int(round(fraction * bar_width))
-    elapsed = int(now - self._start)
-    text = (f"[{'#' * filled}{'.' * (bar_width - filled)}] {fraction * 100:3.0f}% "
-            f"{elapsed // 60}:{elapsed % 60:02d}  {self._label}")
-    self._stream.write("\r" + text[:width - 1].ljust(width - 1))
-    self._stream.flush()
-    self._drawn = True
-
-  def clear(self) -> None:
-    if self.enabled and self._drawn:
-      width = shutil.get_terminal_size((80, 20)).columns
-      self._stream.write("\r" + " " * (width - 1) + "\r")
-      self._stream.flush()
-      self._drawn = False
-
-
-def now_iso() -> str:
-  return datetime.datetime.now().astimezone().isoformat(timespec="seconds")

@@ -7,7 +7,6 @@ break one rule on purpose show that the mixins check something.
 import subprocess
 import sys
 import time
-import unittest
 
 import grpc
 import pytest
@@ -18,6 +17,7 @@ from dm_env_rpc_fast.v1 import connection as dm_connection
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
 from dm_env_rpc_fast.v1 import tensor_utils
+from support import compliance_cases
 from support import toy_server
 
 _WORLD_SETTINGS = {
@@ -28,37 +28,11 @@ _WORLD_SETTINGS = {
 }
 
 
-class _Connected:
-  """Opens a Connection to `address` for each test; `address` is set by the runner."""
+class _World:
+  """The toy server's settings."""
 
-  __test__ = False
-  address = None
-
-  def setUp(self):
-    super().setUp()
-    self._channel = grpc.secure_channel(self.address,
-                                        grpc.local_channel_credentials())
-    self.addCleanup(self._channel.close)
-    self._connection = dm_connection.Connection(self._channel)
-    self.addCleanup(self._connection.close)
-
-  @property
-  def connection(self):
-    return self._connection
-
-  def _create_world(self):
-    name = self._connection.send(dm_env_rpc_pb2.CreateWorldRequest(
-        settings=_WORLD_SETTINGS)).world_name
-    self.addCleanup(self._destroy_world, name)
-    return name
-
-  def _destroy_world(self, name):
-    self._connection.send(dm_env_rpc_pb2.LeaveWorldRequest())
-    self._connection.send(dm_env_rpc_pb2.DestroyWorldRequest(world_name=name))
-
-
-class CreateDestroyWorldCase(_Connected, compliance.CreateDestroyWorld):
-  __test__ = False
+  def world_settings(self):
+    return _WORLD_SETTINGS
 
   @property
   def required_world_settings(self):
@@ -71,83 +45,9 @@ class CreateDestroyWorldCase(_Connected, compliance.CreateDestroyWorld):
         "colour_depth": tensor_utils.pack_tensor(8),
     }
 
-  @property
-  def has_multiple_world_support(self):
-    return True
 
-
-class JoinLeaveWorldCase(_Connected, compliance.JoinLeaveWorld):
-  __test__ = False
-
-  def setUp(self):
-    super().setUp()
-    self._world_name = self._create_world()
-
-  @property
-  def world_name(self):
-    return self._world_name
-
-  @property
-  def invalid_join_settings(self):
-    return {"agent": tensor_utils.pack_tensor("bob")}
-
-
-class ResetCase(_Connected, compliance.Reset):
-  __test__ = False
-
-  def setUp(self):
-    super().setUp()
-    self._world_name = self._create_world()
-
-  def join_world(self):
-    return self.connection.send(dm_env_rpc_pb2.JoinWorldRequest(
-        world_name=self._world_name)).specs
-
-
-class ResetWorldCase(_Connected, compliance.ResetWorld):
-  __test__ = False
-
-  def setUp(self):
-    super().setUp()
-    self._world_name = self._create_world()
-
-  @property
-  def world_name(self):
-    return self._world_name
-
-
-class StepCase(_Connected, compliance.Step):
-  __test__ = False
-
-  def setUp(self):
-    super().setUp()
-    name = self._create_world()
-    self._specs = self.connection.send(
-        dm_env_rpc_pb2.JoinWorldRequest(world_name=name)).specs
-
-  @property
-  def specs(self):
-    return self._specs
-
-
-_CASES = (CreateDestroyWorldCase, JoinLeaveWorldCase, ResetCase,
-          ResetWorldCase, StepCase)
-_ALL_TESTS = [(case, name) for case in _CASES
-              for name in unittest.TestLoader().getTestCaseNames(case)]
-
-
-def _run(case_class, test_name, address) -> unittest.TestResult:
-  """Runs one mixin test against the server at `address`."""
-  case = case_class(test_name)
-  case.address = address
-  result = unittest.TestResult()
-  case.run(result)
-  assert result.testsRun == 1
-  return result
-
-
-def _report(result) -> str:
-  return "\n".join(trace for _, trace in result.errors + result.failures)
+_CASES = compliance_cases.make_cases(_World)
+_ALL_TESTS = compliance_cases.all_tests(_CASES)
 
 
 def _serve(servicer):
@@ -165,18 +65,15 @@ def toy_address():
 
 
 def test_every_mixin_test_is_collected():
-  # The upstream suites' sizes; a test lost in a rewrite would show here.
-  counts = {case: sum(1 for c, _ in _ALL_TESTS if c is case) for case in _CASES}
-  assert counts == {CreateDestroyWorldCase: 5, JoinLeaveWorldCase: 11,
-                    ResetCase: 3, ResetWorldCase: 3, StepCase: 18}
+  assert compliance_cases.count_by_case(_ALL_TESTS) == compliance_cases.MIXIN_TEST_COUNTS
 
 
 @pytest.mark.parametrize(
     "case_class, test_name", _ALL_TESTS,
     ids=[f"{case.__name__}.{name}" for case, name in _ALL_TESTS])
 def test_toy_server_complies(toy_address, case_class, test_name):
-  result = _run(case_class, test_name, toy_address)
-  assert result.wasSuccessful(), _report(result)
+  result = compliance_cases.run(case_class, test_name, toy_address)
+  assert result.wasSuccessful(), compliance_cases.report(result)
   assert not result.skipped
 
 
@@ -235,13 +132,13 @@ class _SilentUidServicer(toy_server.ToyServicer):
 
 
 @pytest.mark.parametrize("servicer_class, case_class, failing, passing", [
-    (_NoBoundsServicer, StepCase,
+    (_NoBoundsServicer, _CASES.StepCase,
      ["test_cannot_send_action_below_min", "test_cannot_send_action_above_max"],
      ["test_cannot_send_invalid_action_uid"]),
-    (_LenientDestroyServicer, CreateDestroyWorldCase,
+    (_LenientDestroyServicer, _CASES.CreateDestroyWorldCase,
      ["test_cannot_destroy_uncreated_world"],
      ["test_can_create_and_destroy_world"]),
-    (_SilentUidServicer, StepCase,
+    (_SilentUidServicer, _CASES.StepCase,
      ["test_cannot_request_invalid_observation_uid"],
      ["test_requested_observations_are_returned"]),
 ], ids=["no_bounds", "lenient_destroy", "error_without_uid"])
@@ -250,12 +147,12 @@ def test_mixins_fail_against_broken_servers(servicer_class, case_class,
   server, address = _serve(servicer_class())
   try:
     for name in failing:
-      result = _run(case_class, name, address)
+      result = compliance_cases.run(case_class, name, address)
       # Failures (assertions), not errors: the mixin caught the server out.
-      assert result.failures and not result.errors, (name, _report(result))
+      assert result.failures and not result.errors, (name, compliance_cases.report(result))
     for name in passing:
-      result = _run(case_class, name, address)
-      assert result.wasSuccessful(), (name, _report(result))
+      result = compliance_cases.run(case_class, name, address)
+      assert result.wasSuccessful(), (name, compliance_cases.report(result))
   finally:
     server.stop(None)
 
@@ -265,10 +162,10 @@ def test_mixin_reports_missing_required_setting():
   # required must fail: the world gets created without it.
   server, address = _serve(toy_server.ToyServicer())
   try:
-    result = _run(CreateDestroyWorldCase,
+    result = compliance_cases.run(_CASES.CreateDestroyWorldCase,
                   "test_cannot_create_world_with_less_than_required_settings",
                   address)
-    assert len(result.failures) == 1 and not result.errors, _report(result)
+    assert len(result.failures) == 1 and not result.errors, compliance_cases.report(result)
     assert 'without required setting "seed"' in result.failures[0][1]
   finally:
     server.stop(None)
@@ -300,8 +197,8 @@ def test_mixins_pass_against_the_toy_server_as_a_process(tmp_path):
       address = f"127.0.0.1:{int(port_file.read_text())}"
       for name in ("test_can_reset_multiple_times",
                    "test_cannot_reset_if_not_joined_to_world"):
-        result = _run(ResetCase, name, address)
-        assert result.wasSuccessful(), _report(result)
+        result = compliance_cases.run(_CASES.ResetCase, name, address)
+        assert result.wasSuccessful(), compliance_cases.report(result)
     finally:
       process.terminate()
       process.wait(timeout=60)

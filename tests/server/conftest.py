@@ -31,20 +31,28 @@ def upstream_installed():
                 "(or deselect these tests with -m 'not upstream')", pytrace=False)
 
 
+def _kept(make, close="close"):
+  """Yields `make`, wrapped to keep what it returns; afterwards calls `close` on each of them."""
+  made = []
+
+  def make_and_keep(*args, **kwargs):
+    made.append(make(*args, **kwargs))
+    return made[-1]
+
+  yield make_and_keep
+  for thing in made:
+    getattr(thing, close)()
+
+
 @pytest.fixture
 def start_server():
   """`start_server(make_env=RichEnv's factory, **serve_kwargs)` -> a running `Server`."""
-  running = []
 
   def start(make_env=server_envs.make_env, **kwargs):
     kwargs.setdefault("address", "127.0.0.1:0")
-    result = server.serve(make_env, **kwargs)
-    running.append(result)
-    return result
+    return server.serve(make_env, **kwargs)
 
-  yield start
-  for result in running:
-    result.stop()
+  yield from _kept(start, close="stop")
 
 
 @pytest.fixture
@@ -56,17 +64,8 @@ def rich_server(start_server):
 @pytest.fixture
 def open_channel():
   """`open_channel(address)` -> a grpc channel with local credentials, closed at the end."""
-  channels = []
-
-  def open_(address):
-    channel = grpc.secure_channel(address, grpc.local_channel_credentials(),
-                                  options=server_helpers.UNLIMITED)
-    channels.append(channel)
-    return channel
-
-  yield open_
-  for channel in channels:
-    channel.close()
+  yield from _kept(lambda address: grpc.secure_channel(
+      address, grpc.local_channel_credentials(), options=server_helpers.UNLIMITED))
 
 
 @pytest.fixture(params=["grpc", "shm"])
@@ -76,31 +75,14 @@ def connect(open_channel, request):
   Each test runs with steps over the gRPC stream and over the shared-memory
   channel (transport "shm" fails the first step if the channel cannot be had).
   """
-  connections = []
-
-  def connect_(address):
-    connection = dm_connection.Connection(open_channel(address), transport=request.param)
-    connections.append(connection)
-    return connection
-
-  yield connect_
-  for connection in connections:
-    connection.close()
+  yield from _kept(lambda address: dm_connection.Connection(open_channel(address),
+                                                            transport=request.param))
 
 
 @pytest.fixture
 def raw_stream(open_channel):
   """`raw_stream(address)` -> a `RawStream` (bytes both ways), closed at the end."""
-  streams = []
-
-  def open_(address):
-    stream = server_helpers.RawStream(open_channel(address))
-    streams.append(stream)
-    return stream
-
-  yield open_
-  for stream in streams:
-    stream.close()
+  yield from _kept(lambda address: server_helpers.RawStream(open_channel(address)))
 
 
 class Joined:

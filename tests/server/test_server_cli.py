@@ -14,6 +14,7 @@ from dm_env_rpc_fast.v1 import dm_env_adaptor
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 
 from support import server_envs
+from support import waiting
 from support import server_helpers
 
 
@@ -29,7 +30,7 @@ class _Serving:
            "--port-file", str(self.port_file)],
           cwd=str(server_helpers.HERE), env=server_helpers.subprocess_env(backend),
           stdout=subprocess.DEVNULL, stderr=stderr)
-    started = server_envs.wait_until(
+    started = waiting.wait_until(
         lambda: self.port_file.exists() or self.process.poll() is not None, timeout=120)
     if not started or self.process.poll() is not None:
       self.kill()

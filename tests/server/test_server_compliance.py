@@ -16,6 +16,7 @@ from dm_env_rpc_fast.v1 import tensor_utils
 
 from support import compliance_cases
 from support import server_envs
+from support import waiting
 
 
 class _World:
@@ -75,7 +76,7 @@ def test_the_server_complies(served, case_class, test_name):
   assert result.wasSuccessful(), compliance_cases.report(result)
   assert not result.skipped
   # Every test cleans up after itself: no world outlives it.
-  assert server_envs.wait_until(lambda: running.servicer.world_names == [], timeout=30), (
+  assert waiting.wait_until(lambda: running.servicer.world_names == [], timeout=30), (
       running.servicer.world_names)
 
 

@@ -16,6 +16,7 @@ from dm_env_rpc_fast.v1 import error
 from dm_env_rpc_fast.v1 import tensor_utils
 
 from support import server_envs
+from support import waiting
 from support import server_helpers
 
 RUNNING = dm_env_rpc_pb2.EnvironmentStateType.RUNNING
@@ -53,7 +54,7 @@ def test_a_client_that_vanishes_mid_episode_gets_its_environment_closed(
       channel.close()  # no LeaveWorld, no DestroyWorld, no end of stream
     else:
       connection.close()  # ends the request stream and cancels the call
-    assert server_envs.wait_until(_closed(seed, rich_server)), rich_server.servicer.world_names
+    assert waiting.wait_until(_closed(seed, rich_server)), rich_server.servicer.world_names
   finally:
     connection.close()
   assert server_envs.instance(seed).closed
@@ -67,7 +68,7 @@ def test_every_world_the_stream_created_is_destroyed(rich_server, connect):
   _join_and_step(connection, worlds[1])
   assert rich_server.servicer.world_names == sorted(worlds)
   connection.close()
-  assert server_envs.wait_until(lambda: all(server_envs.closed_count(s) == 1 for s in seeds))
+  assert waiting.wait_until(lambda: all(server_envs.closed_count(s) == 1 for s in seeds))
   assert rich_server.servicer.world_names == []
 
 
@@ -81,7 +82,7 @@ def test_a_world_joined_by_another_stream_lives_until_that_stream_leaves(rich_se
   creator.close()
   # The server learns of the creator's end asynchronously: wait until it has (the
   # servicer's own record), so that the world surviving it means something.
-  assert server_envs.wait_until(
+  assert waiting.wait_until(
       lambda: rich_server.servicer._get(world) is not None and
       rich_server.servicer._get(world).creator is None)
   assert not server_envs.instance(seed).closed
@@ -107,12 +108,12 @@ def test_a_joined_world_outlives_the_stream_of_a_player_that_vanishes(rich_serve
       assert e.code == code_pb2.FAILED_PRECONDITION, e
       return False
 
-  assert server_envs.wait_until(creator_joins)
+  assert waiting.wait_until(creator_joins)
   assert not server_envs.instance(seed).closed
   assert creator.send(dm_env_rpc_pb2.StepRequest()).state == RUNNING
   assert [c[0] for c in server_envs.instance(seed).calls] == ["reset", "step", "step", "reset"]
   creator.close()
-  assert server_envs.wait_until(_closed(seed, rich_server))
+  assert waiting.wait_until(_closed(seed, rich_server))
 
 
 _CLIENT = """
@@ -143,7 +144,7 @@ def test_a_client_process_killed_mid_episode_gets_its_environment_closed(
       [server_helpers.python(), "-c", _CLIENT, rich_server.address, str(seed), str(ready)],
       env=server_helpers.subprocess_env(backend))
   try:
-    assert server_envs.wait_until(lambda: ready.exists() or process.poll() is not None,
+    assert waiting.wait_until(lambda: ready.exists() or process.poll() is not None,
                                   timeout=120)
     assert process.poll() is None, "the client exited before it was killed"
     world = ready.read_text()
@@ -153,7 +154,7 @@ def test_a_client_process_killed_mid_episode_gets_its_environment_closed(
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL
-    assert server_envs.wait_until(_closed(seed, rich_server), timeout=60), (
+    assert waiting.wait_until(_closed(seed, rich_server), timeout=60), (
         rich_server.servicer.world_names)
   finally:
     if process.poll() is None:

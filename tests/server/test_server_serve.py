@@ -17,6 +17,7 @@ from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import tensor_utils
 
 from support import server_envs
+from support import waiting
 from support import server_helpers
 
 RUNNING = dm_env_rpc_pb2.EnvironmentStateType.RUNNING
@@ -78,10 +79,10 @@ def test_wait_returns_when_another_thread_stops_the_server(start_server):
   """wait() blocks until another thread stops the server."""
   running = start_server()
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    waiting = pool.submit(running.wait)
+    waited = pool.submit(running.wait)
     assert not running.wait(timeout=0.05)
     running.stop()
-    assert waiting.result(timeout=60) is True
+    assert waited.result(timeout=60) is True
 
 
 def test_the_context_manager_stops_the_server(connect):
@@ -187,7 +188,7 @@ def test_streams_beyond_max_streams_are_resource_exhausted(start_server, open_ch
       return False
 
   try:
-    assert server_envs.wait_until(a_new_stream_is_served, timeout=60, interval=0.05)
+    assert waiting.wait_until(a_new_stream_is_served, timeout=60, interval=0.05)
   finally:
     for connection in held:
       connection.close()

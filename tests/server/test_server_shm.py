@@ -34,6 +34,7 @@ from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
 
 from support import server_helpers
+from support import waiting
 
 pytestmark = pytest.mark.skipif(not _wire.SUPPORTED, reason="the channel needs Linux")
 
@@ -80,15 +81,6 @@ def _described(fds):
   return names
 
 
-def _wait_for(condition, timeout=10.0):
-  deadline = time.monotonic() + timeout
-  while not condition():
-    if time.monotonic() > deadline:
-      return False
-    time.sleep(0.02)
-  return True
-
-
 # Negotiation and choice of transport.
 
 def test_auto_picks_the_channel_at_the_first_step(large_server):
@@ -100,7 +92,7 @@ def test_auto_picks_the_channel_at_the_first_step(large_server):
   np.testing.assert_array_equal(timestep.observation["obs_0"],
                                 large_observation.pattern("float32", (16,)))
   conn.close()
-  assert _wait_for(lambda: large_server.servicer.channel_count == 0)
+  assert waiting.wait_until(lambda: large_server.servicer.channel_count == 0)
 
 
 @pytest.mark.parametrize("how", ["argument", "environment"])
@@ -502,7 +494,7 @@ def test_a_lying_server_gets_a_channel_error(lie):
   with pytest.raises(shm_client.ChannelError, match="closed"):
     channel.start(b"")
   thread.join(5)
-  assert _wait_for(lambda: len(_fds()) <= len(before)), _described(set(_fds()) - set(before))
+  assert waiting.wait_until(lambda: len(_fds()) <= len(before)), _described(set(_fds()) - set(before))
 
 
 @pytest.mark.parametrize("lie", ["length past the region", "unsealed region", "no region",
@@ -554,7 +546,7 @@ def test_a_lying_client_is_dropped_and_others_keep_stepping(large_server, lie):
                                   large_observation.pattern("float32", (16,)))
   good.close()
   bad.close()
-  assert _wait_for(lambda: servicer.channel_count == 0)
+  assert waiting.wait_until(lambda: servicer.channel_count == 0)
 
 
 # Faults across processes.
@@ -585,7 +577,7 @@ def test_a_client_killed_mid_step_frees_its_channel(start_server, backend):
                            stdout=subprocess.PIPE, env=server_helpers.subprocess_env(backend))
   try:
     assert child.stdout.readline().strip() == b"stepping"
-    assert _wait_for(lambda: servicer.channel_count == 1)
+    assert waiting.wait_until(lambda: servicer.channel_count == 1)
     time.sleep(0.2)
     child.kill()
     child.wait(10)
@@ -593,8 +585,8 @@ def test_a_client_killed_mid_step_frees_its_channel(start_server, backend):
     if child.poll() is None:
       child.kill()
     child.stdout.close()
-  assert _wait_for(lambda: servicer.channel_count == 0 and servicer.world_names == [])
-  assert _wait_for(lambda: len(_memfds()) <= memfds_before), _memfds()
+  assert waiting.wait_until(lambda: servicer.channel_count == 0 and servicer.world_names == [])
+  assert waiting.wait_until(lambda: len(_memfds()) <= memfds_before), _memfds()
   conn, env = _adaptor(running.address)
   env.reset()
   assert conn.transport == "shm"
@@ -607,7 +599,7 @@ def test_a_killed_server_fails_the_next_step_promptly(tmp_path, backend):
                             "--port-file", str(port_file)], env=server_helpers.subprocess_env(backend),
                            stderr=subprocess.DEVNULL)
   try:
-    assert _wait_for(port_file.exists, 60)
+    assert waiting.wait_until(port_file.exists, 60)
     conn, env = _adaptor(f"127.0.0.1:{port_file.read_text()}")
     env.reset()
     assert conn.transport == "shm"
@@ -667,7 +659,7 @@ def test_cycles_leave_nothing_behind(large_server, transport):
   conn, env = _adaptor(large_server.address, shape=(100_000,))  # warm up gRPC's own fds
   env.reset()
   conn.close()
-  assert _wait_for(lambda: servicer.channel_count == 0)
+  assert waiting.wait_until(lambda: servicer.channel_count == 0)
   fds_before, memfds_before = _fds(), len(_memfds())
   described_before = _described(fds_before)
   # Without the garbage collector: what a closed connection holds must go when
@@ -681,11 +673,11 @@ def test_cycles_leave_nothing_behind(large_server, transport):
       assert conn.transport == transport
       conn.close()
       del conn, env
-    assert _wait_for(lambda: servicer.channel_count == 0)
-    assert _wait_for(lambda: len(_memfds()) <= memfds_before), _memfds()
+    assert waiting.wait_until(lambda: servicer.channel_count == 0)
+    assert waiting.wait_until(lambda: len(_memfds()) <= memfds_before), _memfds()
     grown = lambda: {fd: name for fd, name in _described(_fds()).items()
                      if described_before.get(fd) != name}
-    assert _wait_for(lambda: len(grown()) <= 2), (len(fds_before), grown())
+    assert waiting.wait_until(lambda: len(grown()) <= 2), (len(fds_before), grown())
   finally:
     gc.enable()
   if os.path.isdir("/dev/shm"):

@@ -16,6 +16,7 @@ import pytest
 from dm_env_rpc_fast import server
 
 from support import server_envs
+from support import waiting
 from support import server_helpers
 
 pytestmark = [pytest.mark.upstream, pytest.mark.usefixtures("upstream_installed")]
@@ -81,7 +82,7 @@ def test_their_client_against_our_server_as_a_command(backend, tmp_path):
       cwd=str(server_helpers.HERE), env=server_helpers.subprocess_env(backend),
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
-    assert server_envs.wait_until(lambda: port_file.exists() or process.poll() is not None,
+    assert waiting.wait_until(lambda: port_file.exists() or process.poll() is not None,
                                   timeout=120)
     assert process.poll() is None, "the server exited"
     seed = server_envs.new_seed()

@@ -30,7 +30,6 @@ are unique in the process, so tests never see each other's environments.
 import collections
 import itertools
 import threading
-import time
 from typing import Dict, List
 
 import dm_env
@@ -65,16 +64,6 @@ def instance(seed: int) -> "RichEnv":
 def closed_count(seed: int) -> int:
   with _lock:
     return CLOSED[seed]
-
-
-def wait_until(predicate, timeout=30.0, interval=0.01) -> bool:
-  """Polls `predicate` until it holds or `timeout` seconds pass; returns its last value."""
-  deadline = time.monotonic() + timeout
-  while True:
-    value = predicate()
-    if value or time.monotonic() > deadline:
-      return value
-    time.sleep(interval)
 
 
 def action_spec():

@@ -2,7 +2,6 @@
 import contextlib
 import gc
 import threading
-import time
 from concurrent import futures
 from unittest import mock
 
@@ -16,6 +15,7 @@ from dm_env_rpc_fast import codec
 from dm_env_rpc_fast.v1 import connection as dm_connection
 from dm_env_rpc_fast.v1 import dm_env_rpc_pb2
 from dm_env_rpc_fast.v1 import error
+from support import waiting
 
 _Req = dm_env_rpc_pb2.EnvironmentRequest
 _Resp = dm_env_rpc_pb2.EnvironmentResponse
@@ -224,15 +224,6 @@ def test_send_step_rejects_a_non_step_answer(channel):
 # --------------------------------------------------------------------------
 # close(): the stream and its request thread really end.
 
-def _wait_for(predicate, timeout=10.0):
-  deadline = time.monotonic() + timeout
-  while not predicate():
-    if time.monotonic() > deadline:
-      return False
-    time.sleep(0.01)
-  return True
-
-
 def test_close_ends_the_stream_on_the_server(channel, echo_server):
   conn = dm_connection.Connection(channel)
   conn.send(dm_env_rpc_pb2.CreateWorldRequest())
@@ -240,7 +231,7 @@ def test_close_ends_the_stream_on_the_server(channel, echo_server):
   before = echo_server.open_streams
   conn.close()
   assert echo_server.streams_ended.acquire(timeout=10), "server never saw the stream end"
-  assert _wait_for(lambda: echo_server.open_streams == before - 1)
+  assert waiting.wait_until(lambda: echo_server.open_streams == before - 1)
 
 
 def _client_threads():
@@ -256,7 +247,7 @@ def test_close_ends_the_request_thread(channel):
   assert _client_threads() >= baseline + 4  # gRPC's request consumers
   for conn in conns:
     conn.close()
-  assert _wait_for(lambda: _client_threads() <= baseline), (
+  assert waiting.wait_until(lambda: _client_threads() <= baseline), (
       f"{_client_threads() - baseline} request threads left after close()")
 
 

@@ -261,17 +261,28 @@ REQUEST_CASES = {name: lfield(3, body) for name, body in {**STEP_CASES, **REQUES
 REQUEST_CASES.update(ENVELOPE_CASES)
 # Invalid UTF-8 in an overridden map value: protobuf rejects the whole message.
 REJECTED_BY_PROTOBUF = {"overridden_entry_with_bad_utf8", "unknown_entry_with_bad_utf8"}
+# Each direction's envelope message, our decoder's name, the reference reading and its comparison.
+_DIRECTIONS = {
+    "request": (pb.EnvironmentRequest, "decode_step_request", expect_step_request,
+                compare_step_request),
+    "response": (pb.EnvironmentResponse, "decode_step_response", expect_step_response,
+                 compare_step_response),
+}
+
+
+def check_step_case(codec, direction, name, buf, zero_copy):
+  """The codec decodes `buf` as the reference reads it (a value, or the error protobuf raises)."""
+  envelope, decoder, expect, compare = _DIRECTIONS[direction]
+  if name not in REJECTED_BY_PROTOBUF:
+    envelope.FromString(buf)  # the case itself is valid protobuf
+  decode = getattr(codec, decoder)
+  check_decode(lambda: decode(buf, zero_copy=zero_copy), expect(buf), compare)
 
 
 @pytest.mark.parametrize("zero_copy", [False, True], ids=["copy", "zero_copy"])
 @pytest.mark.parametrize("name", sorted(REQUEST_CASES))
 def test_step_request_wire_cases(codec, name, zero_copy):
-  buf = REQUEST_CASES[name]
-  expected = expect_step_request(buf)
-  if name not in REJECTED_BY_PROTOBUF:
-    pb.EnvironmentRequest.FromString(buf)  # the case itself is valid protobuf
-  check_decode(lambda: codec.decode_step_request(buf, zero_copy=zero_copy), expected,
-               compare_step_request)
+  check_step_case(codec, "request", name, REQUEST_CASES[name], zero_copy)
 
 
 STATE_CASES = {
@@ -305,12 +316,7 @@ RESPONSE_CASES.update({
 @pytest.mark.parametrize("zero_copy", [False, True], ids=["copy", "zero_copy"])
 @pytest.mark.parametrize("name", sorted(RESPONSE_CASES))
 def test_step_response_wire_cases(codec, name, zero_copy):
-  buf = RESPONSE_CASES[name]
-  expected = expect_step_response(buf)
-  if name not in REJECTED_BY_PROTOBUF:
-    pb.EnvironmentResponse.FromString(buf)
-  check_decode(lambda: codec.decode_step_response(buf, zero_copy=zero_copy), expected,
-               compare_step_response)
+  check_step_case(codec, "response", name, RESPONSE_CASES[name], zero_copy)
 
 
 def test_step_cases_spelled_out(codec):

@@ -424,6 +424,17 @@ def test_python_scalars_and_safe_casts_are_converted(spec, value, expected):
     assert array.tolist() == np.asarray(expected).tolist()
 
 
+def _assert_observation_refused(spec, value, fragments):
+  """The observation 'cam.x' (uid 9) of `spec` refuses `value`: ValueError naming it, with every
+  one of `fragments` in the message."""
+  with pytest.raises(ValueError) as caught:
+    _specs.observation_value(_observation(spec, name="cam.x", uid=9), value)
+  message = str(caught.value)
+  assert message.startswith("the environment's observation 'cam.x' (uid 9)"), message
+  for fragment in fragments:
+    assert fragment in message, message
+
+
 @pytest.mark.parametrize("spec, value, fragments", [
     (specs.Array((), np.int32), 2 ** 40, ["is 1099511627776", "does not fit", "int32"]),
     (specs.Array((), np.uint8), -1, ["is -1", "does not fit", "uint8"]),
@@ -444,12 +455,7 @@ def test_python_scalars_and_safe_casts_are_converted(spec, value, expected):
 def test_an_observation_that_breaks_its_spec_names_itself(spec, value, fragments):
   """Out of range, a fraction into an int, an unsafe cast, a wrong shape: ValueError naming the
   observation."""
-  with pytest.raises(ValueError) as caught:
-    _specs.observation_value(_observation(spec, name="cam.x", uid=9), value)
-  message = str(caught.value)
-  assert message.startswith("the environment's observation 'cam.x' (uid 9)"), message
-  for fragment in fragments:
-    assert fragment in message, message
+  _assert_observation_refused(spec, value, fragments)
 
 
 # --------------------------------------------------------------------------
@@ -527,12 +533,7 @@ def test_bounds_covering_the_dtype_are_not_checked():
 def test_an_observation_out_of_its_bounds_names_itself(spec, value, fragments):
   """Bounds are checked on observations as on actions: ValueError naming the observation, the
   element, its value and the bound (NaN beside a bad element does not hide it)."""
-  with pytest.raises(ValueError) as caught:
-    _specs.observation_value(_observation(spec, name="cam.x", uid=9), value)
-  message = str(caught.value)
-  assert message.startswith("the environment's observation 'cam.x' (uid 9)"), message
-  for fragment in fragments:
-    assert fragment in message, message
+  _assert_observation_refused(spec, value, fragments)
 
 
 def test_observations_in_bounds_pass_unchanged():

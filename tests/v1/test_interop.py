@@ -142,22 +142,21 @@ def test_our_client_with_zero_copy_against_their_server(upstream_server, referen
   _compare(records, reference, zero_copy=True)
 
 
-def test_their_client_against_our_server(reference, backend, tmp_path):
+def _against_our_server(client_package, backend, tmp_path):
+  """The records of `client_package`'s client in one process against our server in another."""
   server = _Server("dm_env_rpc_fast", tmp_path, backend)
   try:
-    records = _client_in_subprocess("dm_env_rpc", server.address, tmp_path, backend)
+    return _client_in_subprocess(client_package, server.address, tmp_path, backend)
   finally:
     server.stop()
-  _compare(records, reference)
+
+
+def test_their_client_against_our_server(reference, backend, tmp_path):
+  _compare(_against_our_server("dm_env_rpc", backend, tmp_path), reference)
 
 
 def test_our_client_in_another_process_against_our_server(reference, backend, tmp_path):
-  server = _Server("dm_env_rpc_fast", tmp_path, backend)
-  try:
-    records = _client_in_subprocess("dm_env_rpc_fast", server.address, tmp_path, backend)
-  finally:
-    server.stop()
-  _compare(records, reference)
+  _compare(_against_our_server("dm_env_rpc_fast", backend, tmp_path), reference)
 
 
 # --------------------------------------------------------------------------

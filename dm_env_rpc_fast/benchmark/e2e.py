@@ -391,29 +391,15 @@ def _check_timestep(expected: np.ndarray) -> Callable[[object], None]:
 # ---------------------------------------------------------------------------
 # Running it.
 
-class E2ECase:
+class E2ECase(timing.StepCells):
   """One observation size: its clients' cells, and the bytes a step moves."""
 
   def __init__(self, dtype: str, shape: Tuple[int, ...]):
+    super().__init__()
     self.dtype, self.shape = dtype, tuple(shape)
     self.label = observation_label(dtype, shape)
     self.response_bytes: Optional[int] = None
     self.request_bytes: Optional[int] = None
-    self.cells: Dict[str, timing.Cell] = {}
-
-  def steps_per_s(self, client: str) -> Optional[float]:
-    cell = self.cells.get(client)
-    median = cell.median if cell is not None else None
-    return 1.0 / median if median else None
-
-  def _ok_cells(self, *names):
-    cells = [self.cells.get(name) for name in names]
-    return cells if all(c is not None and c.ok and c.samples for c in cells) else None
-
-  def speedup(self, client: str, base: str) -> Optional[float]:
-    """How many times more steps/s `client` makes than `base`: paired over passes."""
-    cells = self._ok_cells(client, base)
-    return timing.paired_ratio(cells[1].samples, cells[0].samples) if cells else None
 
   def of_ceiling(self, client: str) -> Optional[float]:
     """steps/s of `client` as a fraction of the ceiling's, paired over passes."""
@@ -425,7 +411,7 @@ class E2ECase:
 
   def server_cost_ratio(self) -> Optional[float]:
     """Our server's CPU per step / the pre-serialised server's, paired over passes."""
-    cells = self._ok_cells("raw_ours", "ceiling")
+    cells = self.ok_cells("raw_ours", "ceiling")
     if not cells or not cells[0].probe_samples or not cells[1].probe_samples:
       return None
     return timing.paired_ratio(cells[0].probe_samples, cells[1].probe_samples)

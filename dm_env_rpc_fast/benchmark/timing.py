@@ -121,6 +121,32 @@ def paired_ratio(numerator: List[float], denominator: List[float]) -> Optional[f
   return statistics.median(pairs) if pairs and len(numerator) == len(denominator) else None
 
 
+class StepCells:
+  """The cells of one case's clients, whose samples are seconds per step: rates and ratios.
+
+  Attributes:
+    cells: client name -> Cell.
+  """
+
+  def __init__(self):
+    self.cells: Dict[str, Cell] = {}
+
+  def steps_per_s(self, client: str) -> Optional[float]:
+    cell = self.cells.get(client)
+    median = cell.median if cell is not None else None
+    return 1.0 / median if median else None
+
+  def ok_cells(self, *names: str) -> Optional[List[Cell]]:
+    """The cells of `names`, or None unless every one of them ran and has samples."""
+    cells = [self.cells.get(name) for name in names]
+    return cells if all(c is not None and c.ok and c.samples for c in cells) else None
+
+  def speedup(self, client: str, base: str) -> Optional[float]:
+    """How many times more steps/s `client` makes than `base`: paired pass by pass."""
+    cells = self.ok_cells(client, base)
+    return paired_ratio(cells[1].samples, cells[0].samples) if cells else None
+
+
 def _describe(error: BaseException) -> str:
   if isinstance(error, cases_lib.CheckFailed):
     return f"wrong result: {error}"

@@ -49,25 +49,13 @@ TARGET_VS_ONE_LOOP = 1.8
 TARGET_VS_THREADS = 1.5
 
 
-class VectorCase:
+class VectorCase(timing.StepCells):
   """One N: the cells of its three clients (samples: seconds per aggregate step)."""
 
   def __init__(self, n: int, dtype: str, shape: Tuple[int, ...]):
+    super().__init__()
     self.n, self.dtype, self.shape = n, dtype, tuple(shape)
-    self.cells: Dict[str, timing.Cell] = {}
     self.transport: Optional[str] = None
-
-  def steps_per_s(self, client: str) -> Optional[float]:
-    cell = self.cells.get(client)
-    median = cell.median if cell is not None else None
-    return 1.0 / median if median else None
-
-  def speedup(self, client: str, base: str) -> Optional[float]:
-    """Aggregate steps/s of `client` over `base`'s, paired pass by pass."""
-    a, b = self.cells.get(client), self.cells.get(base)
-    if not (a and b and a.ok and b.ok and a.samples and b.samples):
-      return None
-    return timing.paired_ratio(b.samples, a.samples)
 
   def to_json(self) -> Dict[str, Any]:
     return {

@@ -15,6 +15,10 @@ namespace {
 
 constexpr uint32_t kShapeField = 15;
 
+// Elements in a packed varint run; throws if one is longer than 10 bytes or
+// the run ends inside one.  `path` names the field for errors.
+uint64_t count_varints(const uint8_t* base, size_t total, Span run, const char* path);
+
 const char* const kPaths[] = {"Tensor", "Tensor.floats", "Tensor.doubles", "Tensor.int8s",
                               "Tensor.int32s", "Tensor.int64s", "Tensor.uint8s",
                               "Tensor.uint32s", "Tensor.uint64s", "Tensor.bools",
@@ -354,6 +358,7 @@ uint8_t* write_tensor(const TensorInput& in, const TensorSizes& sizes, uint8_t* 
 // ---------------------------------------------------------------------------
 // Decoding.
 
+namespace {
 uint64_t count_varints(const uint8_t* base, size_t total, Span run, const char* path) {
   const uint8_t* p = base + run.off;
   const uint8_t* end = p + run.len;
@@ -423,6 +428,7 @@ uint64_t count_varints(const uint8_t* base, size_t total, Span run, const char* 
   }
   return count;
 }
+}  // namespace
 
 void parse_tensor(const uint8_t* base, size_t total, Span span, int depth, TensorParse& t) {
   Reader r(base, total, span, "Tensor");

@@ -73,10 +73,6 @@ struct TensorParse {
 // the Tensor's own fields (kMaxDepth for a top-level message).
 void parse_tensor(const uint8_t* base, size_t total, Span span, int depth, TensorParse& t);
 
-// Elements in a packed varint run; throws if one is longer than 10 bytes or
-// the run ends inside one.  `r` names the field and gives offsets for errors.
-uint64_t count_varints(const uint8_t* base, size_t total, Span run, const char* path);
-
 struct ShapePlan {
   enum Mode { kScalar, kFill, kReshape } mode = kScalar;
   std::vector<int64_t> dims;  // kFill: the filled shape; kReshape: the concrete shape

@@ -6,7 +6,6 @@ codec backends (the autouse `backend` fixture of this folder).
 """
 import gc
 import os
-import pathlib
 import signal
 import socket
 import subprocess

@@ -267,13 +267,13 @@ def test_recv_returns_the_fast_environments_first_over_shared_memory(servers):
       pytest.skip("no shared-memory channel here: gRPC answers are read in the order sent")
   finally:
     envs.close()
-  settings[0]["delay"] = 1.0
+  settings[0]["delay"] = 3.0  # far beyond any scheduling delay on a loaded machine
   with vector.create_and_join_world(addresses, settings, {}, batch_size=2) as envs:
     envs.reset()
     envs.send({"move": np.zeros(3, np.int32)})
     start = time.monotonic()
     _, ids = envs.recv()
-    assert list(ids) == [1, 2] and time.monotonic() - start < 0.8  # not waiting for world 0
+    assert list(ids) == [1, 2] and time.monotonic() - start < 2.0  # not waiting for world 0
     _, ids = envs.recv()
     assert list(ids) == [0]
 

@@ -12,7 +12,7 @@ Every benchmark checks its result against the input array.
 import numpy as np
 import pytest
 
-from bench_cases import require_backend
+from bench_cases import checked, record, require_backend
 
 import dm_env_rpc_fast.codec as live_codec
 from dm_env_rpc_fast.v1 import tensor_utils
@@ -59,10 +59,11 @@ def _params():
 def test_pack_tensor(benchmark, module_for, dtype, impl):
   module = module_for(impl)
   value = _array(dtype)
-  benchmark.group = f"pack_tensor-{dtype}-84x84x3"
-  benchmark.extra_info.update(op="pack_tensor", dtype=dtype, impl=impl, nbytes=value.nbytes)
+  record(benchmark, group=f"pack_tensor-{dtype}-84x84x3", op="pack_tensor", dtype=dtype, impl=impl,
+         nbytes=value.nbytes)
   tensor = benchmark(module.pack_tensor, value)
   np.testing.assert_array_equal(upstream_or_ours_unpack(tensor), value)
+  checked(benchmark)
 
 
 @pytest.mark.parametrize("dtype, impl", _params())
@@ -70,11 +71,12 @@ def test_unpack_tensor(benchmark, module_for, dtype, impl):
   value = _array(dtype)
   tensor = tensor_utils.pack_tensor(value)
   module = module_for(impl)
-  benchmark.group = f"unpack_tensor-{dtype}-84x84x3"
-  benchmark.extra_info.update(op="unpack_tensor", dtype=dtype, impl=impl, nbytes=value.nbytes)
+  record(benchmark, group=f"unpack_tensor-{dtype}-84x84x3", op="unpack_tensor", dtype=dtype,
+         impl=impl, nbytes=value.nbytes)
   result = benchmark(module.unpack_tensor, tensor)
   assert result.dtype == value.dtype and result.shape == value.shape
   np.testing.assert_array_equal(result, value)
+  checked(benchmark)
 
 
 def upstream_or_ours_unpack(tensor):

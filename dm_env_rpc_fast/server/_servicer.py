@@ -122,6 +122,7 @@ class _World:
     self.specs_message = env_specs.message()
     self.observations = {leaf.uid: leaf for leaf in env_specs.observations}
     self.actions = {leaf.uid: leaf for leaf in env_specs.actions}
+    self._reward_uid, self._discount_uid = env_specs.reward_uid, env_specs.discount_uid
     self.lock = threading.Lock()
     self.creator: Optional[_Session] = creator
     self.joined_by: Optional[_Session] = None
@@ -173,14 +174,15 @@ class _World:
 
   def _observe(self, timestep, requested):
     result = {}
+    observations, reward_uid, discount_uid = self.observations, self._reward_uid, self._discount_uid
     for uid in requested:
       if uid in result:
         continue
-      leaf = self.observations[uid]
-      if uid == self.specs.reward_uid:
+      leaf = observations[uid]
+      if uid == reward_uid:
         # dm_env has no reward on an episode's first step; the wire needs one.
         value = timestep.reward if timestep.reward is not None else leaf.spec.generate_value()
-      elif uid == self.specs.discount_uid:
+      elif uid == discount_uid:
         value = timestep.discount if timestep.discount is not None else np.ones(leaf.shape, leaf.dtype)
       else:
         try:

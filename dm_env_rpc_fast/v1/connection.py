@@ -369,8 +369,14 @@ class Connection(object):
       ValueError: the connection is closed, or the answer is not a step
         response or is malformed.
     """
-    self.start_step(actions, requested_observations, zero_copy=zero_copy)
-    return self.finish_step()
+    fast = self._fast
+    if fast is None or self._in_flight is not None:
+      self.start_step(actions, requested_observations, zero_copy=zero_copy)
+      return self.finish_step()
+    # Over shared memory nothing is left in flight between the two halves:
+    # start_step's and finish_step's bookkeeping would only be undone.
+    fast.start(codec.encode_step_request(actions, requested_observations))
+    return fast.finish(bool(zero_copy))
 
   def start_step(
       self,

@@ -49,6 +49,11 @@ def probe() -> Dict[str, Any]:
   for name in impls.BACKENDS:
     module, why = impls.backend(name)
     backends[name] = "available" if module is not None else f"unavailable ({why})"
+  from dm_env_rpc_fast.shm import _wire as shm_wire
+  try:
+    polling_us = shm_wire.spin_setting() // 1000
+  except ValueError:
+    polling_us = None  # a bad value: every shared-memory client of the run says so
   try:
     affinity = len(os.sched_getaffinity(0))
   except AttributeError:
@@ -65,6 +70,7 @@ def probe() -> Dict[str, Any]:
       "dm_env_rpc_fast": dm_env_rpc_fast.__version__,
       "backend": codec.BACKEND,
       "backends": backends,
+      "shm_polling_us": polling_us,
       "dm_env_rpc": impls.upstream_version(),
       "matplotlib": _version("matplotlib"),
   }

@@ -41,7 +41,17 @@ def header_lines(env: Dict[str, Any], settings: Dict[str, Any]) -> List[str]:
       f"({backends})",
       f"  upstream   {upstream}",
       f"  allocator  {settings['allocator']}",
+      f"  channel    {_polling_text(env.get('shm_polling_us'))}",
   ]
+
+
+def _polling_text(micros: Optional[int]) -> str:
+  if micros is None:
+    return "DM_ENV_RPC_FAST_SPIN_US is not a valid setting"
+  if not micros:
+    return "shared-memory waits block (DM_ENV_RPC_FAST_SPIN_US unset or 0: no polling)"
+  return (f"shared-memory waits poll up to {micros} us where it measures faster "
+          f"(DM_ENV_RPC_FAST_SPIN_US={micros})")
 
 
 

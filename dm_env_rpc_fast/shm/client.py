@@ -62,8 +62,13 @@ def parse_offer(extension: any_pb2.Any) -> channel_pb2.OpenChannelResponse:
   return offer
 
 
-def attach(offer: channel_pb2.OpenChannelResponse) -> "ClientChannel":
-  """Connects to the server's channel socket and presents the token."""
+def attach(offer: channel_pb2.OpenChannelResponse,
+           spin_ns: Optional[int] = None) -> "ClientChannel":
+  """Connects to the server's channel socket and presents the token.
+
+  `spin_ns` is the polling window (`_wire.Waiter`); None reads
+  DM_ENV_RPC_FAST_SPIN_US.
+  """
   if not _wire.SUPPORTED:
     raise ChannelError("this platform has no shared-memory channel")
   sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -78,7 +83,7 @@ def attach(offer: channel_pb2.OpenChannelResponse) -> "ClientChannel":
     except OSError as e:  # socket.timeout included
       raise ChannelError(f"could not attach: {e}") from None
     sock.settimeout(None)
-    return ClientChannel(sock)
+    return ClientChannel(sock, spin_ns)
   except BaseException:
     sock.close()
     raise
@@ -92,8 +97,9 @@ class ClientChannel:
   across `fork()`: a child process gets `ChannelError` and must connect anew.
   """
 
-  def __init__(self, sock: socket.socket):
+  def __init__(self, sock: socket.socket, spin_ns: Optional[int] = None):
     self._sock = sock
+    self._waiter = _wire.Waiter(sock, spin_ns)
     _CHANNELS.add(self)
     self._request: Optional[_wire.Region] = None
     self._response: Optional[_wire.Region] = None
@@ -166,7 +172,7 @@ class ClientChannel:
     server's region, valid until the next `start` (the benchmark's raw client)."""
     self._check_usable()
     try:
-      length, fd, _ = _wire.receive(self._sock, _wire.KIND_RESPONSE)
+      length, fd, _ = _wire.receive(self._sock, _wire.KIND_RESPONSE, waiter=self._waiter)
       if fd is not None:
         region = _wire.Region.attach(fd)
         if self._response is not None:

@@ -41,6 +41,7 @@ class ChannelHost:
 
   def __init__(self):
     self._lock = threading.Lock()
+    self._spin_ns = _wire.spin_setting()  # DM_ENV_RPC_FAST_SPIN_US, checked up front
     self._listener: Optional[socket.socket] = None
     self._address = b""
     self._offers: Dict[bytes, Tuple[object, StepHandler]] = {}  # token -> (owner, handler)
@@ -122,7 +123,7 @@ class ChannelHost:
         _log.warning("shared-memory channel: refused an attach with an unknown token")
         return None
       owner, handler = self._offers.pop(match)
-      channel = _Channel(sock, handler)
+      channel = _Channel(sock, handler, self._spin_ns)
       self._channels.setdefault(owner, set()).add(channel)
     _wire.send(sock, _wire.KIND_WELCOME, 0)
     sock.settimeout(None)
@@ -182,20 +183,41 @@ class ChannelHost:
       return sum(len(cs) for cs in self._channels.values())
 
 
+# How many channels this process is serving.  A channel polls for requests
+# (`_wire.Waiter`) only while it is the only one: several channel threads
+# polling at once would contend for the GIL and the CPUs.
+_serving = [0]
+_serving_lock = threading.Lock()
+
+
+def _serving_alone() -> bool:
+  return _serving[0] <= 1
+
+
 class _Channel:
   """One attached client: its socket, its region and ours."""
 
-  def __init__(self, sock: socket.socket, handler: StepHandler):
+  def __init__(self, sock: socket.socket, handler: StepHandler, spin_ns: int):
     self._sock = sock
     self._handler = handler
+    self._waiter = _wire.Waiter(sock, spin_ns, may_spin=_serving_alone)
     self._request: Optional[_wire.Region] = None
     self._response: Optional[_wire.Region] = None
 
   def serve(self) -> None:
     """Answers step requests until the client goes or the channel is shut."""
+    with _serving_lock:
+      _serving[0] += 1
+    try:
+      self._serve()
+    finally:
+      with _serving_lock:
+        _serving[0] -= 1
+
+  def _serve(self) -> None:
     while True:
       try:
-        length, fd, _ = _wire.receive(self._sock, _wire.KIND_REQUEST)
+        length, fd, _ = _wire.receive(self._sock, _wire.KIND_REQUEST, waiter=self._waiter)
       except (OSError, ChannelError) as e:
         if not isinstance(e, ChannelError) or "closed" not in str(e):
           _log.info("shared-memory channel ended: %s", e)

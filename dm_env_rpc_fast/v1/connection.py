@@ -264,7 +264,8 @@ class Connection(object):
 
     Raises:
       ValueError: `transport` (or the environment variable) is not one of
-        "auto", "grpc", "shm".
+        "auto", "grpc", "shm"; or DM_ENV_RPC_FAST_SPIN_US is not a number of
+        microseconds from 0 to 1000000.
     """
     choice = transport if transport is not None else (
         os.environ.get(TRANSPORT_ENV, "").strip().lower() or "auto")
@@ -282,6 +283,8 @@ class Connection(object):
     # raw bytes: a patched stub or an intercepted channel sees no extra request.
     self._negotiate = choice != "grpc" and (raw or choice == "shm")
     self._require_fast = choice == "shm"
+    # Read now, like the transport, so a bad value fails here and not silently at attach.
+    self._spin_ns = shm_wire.spin_setting() if self._negotiate else 0
 
   @property
   def signals_readiness(self) -> bool:
@@ -306,7 +309,7 @@ class Connection(object):
     else:
       try:
         answer = self.send(shm_client.offer_request())
-        self._fast = shm_client.attach(shm_client.parse_offer(answer))
+        self._fast = shm_client.attach(shm_client.parse_offer(answer), self._spin_ns)
         reason = ""
       except (error.DmEnvRpcError, shm_client.ChannelError, ValueError) as e:
         reason = str(e)

@@ -314,6 +314,10 @@ def test_tiny_run_with_end_to_end_writes_the_json(backend, tmp_path):
               "dm_env_rpc_fast", "backend", "dm_env_rpc"):
     assert key in env
   assert env["backend"] == backend
+  # the run says whether its shared-memory waits polled (off unless asked for)
+  polling = os.environ.get("DM_ENV_RPC_FAST_SPIN_US", "").strip()
+  assert env["shm_polling_us"] == (int(polling) if polling else 0)
+  assert ("waits block" in out) == (env["shm_polling_us"] == 0)
   assert data["settings"]["dtypes"] == ["float32"] and data["settings"]["sizes"] == ["1KB"]
   assert [row["op"] for row in data["codec"]] == ["encode", "decode"]
   for row in data["codec"]:

@@ -265,54 +265,53 @@ def _adaptor(address):
   return conn, env
 
 
-def test_steps_while_polling_are_the_same_steps(polling_server):
-  _, address = polling_server
-  conn, env = _adaptor(address)
-  try:
-    env.reset()
-    assert conn.transport == "shm"
-    waiter = conn._fast._waiter  # pylint: disable=protected-access
-    assert waiter.window_ns == 500_000
-    expected = large_observation.pattern("float32", (64,))
-    # enough steps for two probes and a settled stretch between them, whichever mode wins
-    steps = 2 * (2 * _wire.Waiter.EPOCH) + _wire.Waiter.EPOCH * _wire.Waiter.PROBE_EVERY
-    for _ in range(steps):
-      timestep = env.step({"action": 1})
-      assert (timestep.observation["obs_0"] == expected).all()
-  finally:
-    conn.close()
-
-
-def test_a_server_killed_while_the_client_polls_fails_the_step_promptly(polling_server):
+@pytest.fixture
+def polling_connection(polling_server):
+  """(server process, its environment reset over the channel, the client's Waiter)."""
   child, address = polling_server
   conn, env = _adaptor(address)
   try:
     env.reset()
     assert conn.transport == "shm"
-    waiter = conn._fast._waiter  # pylint: disable=protected-access
-    waiter._spin_ns = 30 * 10**9  # pylint: disable=protected-access
-    # Polling from now on, so the death is seen by the poll whatever the probes chose.
-    waiter._phase, waiter._left, waiter.spinning = 0, 10**9, True  # pylint: disable=protected-access
-    outcome = []
-
-    def step():
-      try:
-        while True:
-          env.step({"action": 1})
-      except Exception as e:  # pylint: disable=broad-except
-        outcome.append(e)
-
-    thread = threading.Thread(target=step, daemon=True)
-    thread.start()
-    time.sleep(0.2)
-    child.send_signal(signal.SIGKILL)
-    child.wait(10)
-    thread.join(10)
-    assert not thread.is_alive(), "the step hung after the server died"
-    assert isinstance(outcome[0], shm_client.ChannelError), outcome
-    assert "closed" in str(outcome[0])
+    yield child, env, conn._fast._waiter  # pylint: disable=protected-access
   finally:
     conn.close()
+
+
+def test_steps_while_polling_are_the_same_steps(polling_connection):
+  _, env, waiter = polling_connection
+  assert waiter.window_ns == 500_000
+  expected = large_observation.pattern("float32", (64,))
+  # enough steps for two probes and a settled stretch between them, whichever mode wins
+  steps = 2 * (2 * _wire.Waiter.EPOCH) + _wire.Waiter.EPOCH * _wire.Waiter.PROBE_EVERY
+  for _ in range(steps):
+    timestep = env.step({"action": 1})
+    assert (timestep.observation["obs_0"] == expected).all()
+
+
+def test_a_server_killed_while_the_client_polls_fails_the_step_promptly(polling_connection):
+  child, env, waiter = polling_connection
+  waiter._spin_ns = 30 * 10**9  # pylint: disable=protected-access
+  # Polling from now on, so the death is seen by the poll whatever the probes chose.
+  waiter._phase, waiter._left, waiter.spinning = 0, 10**9, True  # pylint: disable=protected-access
+  outcome = []
+
+  def step():
+    try:
+      while True:
+        env.step({"action": 1})
+    except Exception as e:  # pylint: disable=broad-except
+      outcome.append(e)
+
+  thread = threading.Thread(target=step, daemon=True)
+  thread.start()
+  time.sleep(0.2)
+  child.send_signal(signal.SIGKILL)
+  child.wait(10)
+  thread.join(10)
+  assert not thread.is_alive(), "the step hung after the server died"
+  assert isinstance(outcome[0], shm_client.ChannelError), outcome
+  assert "closed" in str(outcome[0])
 
 
 def test_an_in_process_server_is_never_polled_for(monkeypatch):

@@ -126,6 +126,15 @@ def test_usage_errors_exit_2_with_a_message(capsys, argv, message):
   assert message in capsys.readouterr().err
 
 
+def test_a_bad_polling_setting_is_a_usage_error_before_anything_runs(capsys, monkeypatch):
+  monkeypatch.setenv("DM_ENV_RPC_FAST_SPIN_US", "fast")
+  status, out, _ = run(TINY + TINY_E2E)
+  assert status == 2 and out == ""
+  assert "DM_ENV_RPC_FAST_SPIN_US must be" in capsys.readouterr().err
+  status, out, _ = run(TINY + ["--no-e2e"])  # the codec alone never reads it
+  assert status == 0 and "not a valid setting" in out
+
+
 def test_help_through_the_command_line_entry_point(capsys):
   assert cli.main(["bench", "--help"]) == 0
   text = capsys.readouterr().out

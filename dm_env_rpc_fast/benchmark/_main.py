@@ -17,6 +17,7 @@ from dm_env_rpc_fast.benchmark import progress
 from dm_env_rpc_fast.benchmark import tables
 from dm_env_rpc_fast.benchmark import timing
 from dm_env_rpc_fast.benchmark import vector_bench
+from dm_env_rpc_fast.shm import _wire as shm_wire
 
 # What each mode measures.  Codec: dtypes x sizes, every implementation, both
 # ways.  End to end: observations (dtype, shape), every client.
@@ -147,6 +148,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.error("--seconds and --e2e-seconds must be positive")
   if args.no_codec and args.no_e2e and not args.vector:
     parser.error("--no-codec and --no-e2e together leave nothing to measure")
+  if not args.no_e2e or args.vector:
+    try:
+      shm_wire.spin_setting()  # read by every connection and server the run makes
+    except ValueError as e:
+      parser.error(str(e))
   try:
     args.vector_n = sorted({int(n) for n in (args.vector_counts or vector_bench.COUNTS)})
     args.vector_case = e2e.parse_observation(args.vector_observation or vector_bench.OBSERVATION)

@@ -53,7 +53,7 @@ def probe() -> Dict[str, Any]:
   try:
     polling_us = shm_wire.spin_setting() // 1000
   except ValueError:
-    polling_us = None  # a bad value: every shared-memory client of the run says so
+    polling_us = None  # a bad value (runs that make connections refuse to start with one)
   try:
     affinity = len(os.sched_getaffinity(0))
   except AttributeError:

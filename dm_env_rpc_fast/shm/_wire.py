@@ -168,14 +168,13 @@ def receive(sock: socket.socket, kind: int, payload_bytes: int = 0,
   Raises:
     ChannelError: the peer closed the socket or sent something else.
   """
-  if waiter is not None and waiter.spinning:
-    packet = waiter.poll()
+  if waiter is None:
+    data, ancillary, msg_flags, _ = sock.recvmsg(_PACKET_BYTES, _ANCILLARY_BYTES)
+  else:
+    packet = waiter.poll() if waiter.spinning else None
     if packet is None:
       packet = sock.recvmsg(_PACKET_BYTES, _ANCILLARY_BYTES)
     data, ancillary, msg_flags, _ = packet
-  else:
-    data, ancillary, msg_flags, _ = sock.recvmsg(_PACKET_BYTES, _ANCILLARY_BYTES)
-  if waiter is not None:
     waiter.tick()
   if not ancillary and not msg_flags and not payload_bytes and len(data) == HEADER.size:
     # Every step's packet: a bare header, no descriptor.  The same checks as
@@ -277,6 +276,14 @@ class Waiter:
     # (-1: never probe); 1 = probing with polling; 2 = probing without.
     self._phase = 0
     self._left = 0 if self._spin_ns else -1
+
+  @classmethod
+  def if_polling(cls, sock: socket.socket, spin_ns: Optional[int] = None,
+                 may_spin: Optional[Callable[[], bool]] = None) -> Optional["Waiter"]:
+    """A Waiter for `sock`, or None where it would never poll (`receive` then
+    does no bookkeeping at all: the default costs nothing)."""
+    waiter = cls(sock, spin_ns, may_spin)
+    return waiter if waiter.window_ns else None
 
   @property
   def window_ns(self) -> int:

@@ -99,7 +99,7 @@ class ClientChannel:
 
   def __init__(self, sock: socket.socket, spin_ns: Optional[int] = None):
     self._sock = sock
-    self._waiter = _wire.Waiter(sock, spin_ns)
+    self._waiter = _wire.Waiter.if_polling(sock, spin_ns)
     _CHANNELS.add(self)
     self._request: Optional[_wire.Region] = None
     self._response: Optional[_wire.Region] = None

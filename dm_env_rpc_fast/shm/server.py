@@ -200,7 +200,7 @@ class _Channel:
   def __init__(self, sock: socket.socket, handler: StepHandler, spin_ns: int):
     self._sock = sock
     self._handler = handler
-    self._waiter = _wire.Waiter(sock, spin_ns, may_spin=_serving_alone)
+    self._waiter = _wire.Waiter.if_polling(sock, spin_ns, may_spin=_serving_alone)
     self._request: Optional[_wire.Region] = None
     self._response: Optional[_wire.Region] = None
 
